@@ -1,0 +1,242 @@
+"""The KServe v2 operations, independent of transport: health, metadata, config, statistics, infer, repository.
+
+Transports turn wire messages into `InferRequest`s and call these methods; every failure leaves here as a
+`ServingError`, which both transports translate through the one table in errors.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from server import __version__
+from server.batching.work import WorkItem
+from server.errors import ErrorKind, ServingError, as_serving_error, invalid, too_large, unavailable
+from server.metrics import Metrics, VersionStats
+from server.registry import Registry
+from server.settings import Settings
+from server.types import CONFIG_TO_WIRE, InferRequest, InferResponse, InferTensor, to_numpy, to_torch
+
+log = logging.getLogger("twofour.dataplane")
+
+EXTENSIONS = ["classification", "model_repository", "model_repository(unload_dependents)", "schedule_policy",
+              "model_configuration", "statistics", "binary_tensor_data", "parameters"]
+
+
+def wire_datatype(data_type: int) -> str:
+    return CONFIG_TO_WIRE[mc.DataType.Name(data_type)]
+
+
+class DataPlane:
+    def __init__(self, registry: Registry, settings: Settings, metrics: Metrics) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.metrics = metrics
+        self.shutting_down = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- health and metadata ---------------------------------------------------------------------------
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        """Ready when not draining and every model in the registry that is meant to serve is READY."""
+        if self.shutting_down:
+            return False
+        entries = self.registry.entries()
+        return all(e.state == "READY" for e in entries if e.reason != "unloaded") if entries else True
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "twofour", "version": __version__, "extensions": EXTENSIONS}
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        if self.shutting_down:
+            return False
+        try:
+            self.registry.resolve(name, version)
+        except ServingError as exc:
+            if exc.kind == ErrorKind.INVALID_ARGUMENT:
+                raise
+            return False
+        return True
+
+    def model_config(self, name: str, version: str = "") -> mc.ModelConfig:
+        entry, _ = self.registry.resolve(name, version)
+        assert entry.config is not None
+        return entry.config
+
+    def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
+        entry, _ = self.registry.resolve(name, version)
+        config = entry.config
+        assert config is not None
+        batch = [-1] if config.max_batch_size > 0 else []
+
+        def describe(tensors: Any) -> list[dict[str, Any]]:
+            return [{"name": t.name, "datatype": wire_datatype(t.data_type), "shape": batch + list(t.dims)}
+                    for t in tensors]
+
+        return {"name": name, "versions": [str(v) for v in sorted(entry.versions)], "platform": "twofour",
+                "inputs": describe(config.input), "outputs": describe(config.output)}
+
+    def statistics(self, name: str = "", version: str = "") -> list[tuple[str, str, VersionStats]]:
+        """(model, version, stats) for one model/version, or every loaded one when `name` is empty."""
+        if name:
+            entry, _ = self.registry.resolve(name, version)
+            versions = [version] if version else [str(v) for v in sorted(entry.versions)]
+            names = [(name, v) for v in versions]
+        else:
+            names = [(e.name, str(v)) for e in self.registry.entries() for v in sorted(e.versions)]
+        return [(n, v, self.metrics.stats(n, v) or VersionStats()) for n, v in names]
+
+    # -- inference ---------------------------------------------------------------------------------------
+    async def infer(self, request: InferRequest) -> InferResponse:
+        arrival = time.perf_counter_ns()
+        if self.shutting_down:
+            raise unavailable("server is shutting down; no new inference requests are accepted")
+        entry, loaded = self.registry.resolve(request.model_name, request.model_version)
+        config = entry.config
+        assert config is not None
+        version = str(loaded.version)
+        recorder = self.metrics.recorder(request.model_name, version)
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            inputs, rows = self._validate_inputs(request, config)
+            wanted = self._requested_outputs(request, config)
+            item = WorkItem(inputs=inputs, rows=rows, arrival_ns=arrival,
+                            future=asyncio.get_running_loop().create_future(),
+                            priority=_int_param(request.parameters, "priority"),
+                            timeout_ns=_int_param(request.parameters, "timeout") * 1000)
+            outputs = await loaded.scheduler.infer(item)
+            response = InferResponse(model_name=request.model_name, model_version=version, id=request.id,
+                                     outputs=[])
+            for out in wanted:
+                array, datatype = to_numpy(outputs[out.name])
+                response.outputs.append(InferTensor(out.name, datatype, tuple(array.shape), array, out.parameters))
+            recorder.request_done(True, time.perf_counter_ns() - arrival)
+            return response
+        except BaseException as exc:
+            error = ServingError(ErrorKind.CANCELLED, "request cancelled by the client") \
+                if isinstance(exc, asyncio.CancelledError) else as_serving_error(exc)
+            recorder.request_done(False, time.perf_counter_ns() - arrival, error.kind.value)
+            if error.kind == ErrorKind.INTERNAL:
+                log.exception("inference on %s failed", request.model_name)
+            raise error if not isinstance(exc, asyncio.CancelledError) else exc
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    def _validate_inputs(self, request: InferRequest, config: mc.ModelConfig) -> tuple[dict[str, Any], int]:
+        spec = {t.name: t for t in config.input}
+        batched = config.max_batch_size > 0
+        seen: dict[str, Any] = {}
+        rows = 1
+        total = 0
+        for tensor in request.inputs:
+            expected = spec.get(tensor.name)
+            if expected is None:
+                raise invalid(f"unexpected input {tensor.name!r} for model {config.name!r}; "
+                              f"expected {sorted(spec)}")
+            if tensor.name in seen:
+                raise invalid(f"input {tensor.name!r} appears more than once")
+            datatype = wire_datatype(expected.data_type)
+            if tensor.datatype != datatype:
+                raise invalid(f"input {tensor.name!r}: datatype {tensor.datatype} does not match the model's {datatype}")
+            dims = list(expected.dims)
+            shape = list(tensor.shape)
+            want = ([-1] + dims) if batched else dims
+            if len(shape) != len(want) or any(w != -1 and w != s for w, s in zip(want, shape)) or \
+                    any(s < 0 for s in shape):
+                raise invalid(f"input {tensor.name!r}: shape {shape} does not match the model's {want}")
+            if batched:
+                if not 1 <= shape[0] <= config.max_batch_size:
+                    raise invalid(f"input {tensor.name!r}: batch size {shape[0]} is outside 1..{config.max_batch_size}")
+                if seen and shape[0] != rows:
+                    raise invalid(f"input {tensor.name!r}: batch size {shape[0]} differs from other inputs' {rows}")
+                rows = shape[0]
+            total += tensor.data.size
+            if total > self.settings.max_request_elements:
+                raise too_large(f"request holds more than {self.settings.max_request_elements} tensor elements")
+            seen[tensor.name] = to_torch(tensor.data.reshape(shape), datatype)
+        missing = [n for n, t in spec.items() if n not in seen and not t.optional]
+        if missing:
+            raise invalid(f"model {config.name!r} requires inputs {missing} that the request did not send")
+        return seen, rows
+
+    @staticmethod
+    def _requested_outputs(request: InferRequest, config: mc.ModelConfig) -> list[Any]:
+        from server.types import RequestedOutput
+
+        names = [t.name for t in config.output]
+        if not request.outputs:
+            return [RequestedOutput(n) for n in names]
+        for out in request.outputs:
+            if out.name not in names:
+                raise invalid(f"unknown output {out.name!r} requested from model {config.name!r}; it has {names}")
+        return request.outputs
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def begin_shutdown(self) -> None:
+        self.shutting_down = True
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no request is in flight; False when `timeout` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+
+def _int_param(parameters: dict[str, Any], name: str) -> int:
+    value = parameters.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise invalid(f"request parameter {name!r} must be a non-negative integer, got {value!r}")
+    return value
+
+
+class RepositoryControl:
+    """Repository API (index/load/unload) behind the settings' switch and bearer token."""
+
+    def __init__(self, registry: Registry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+
+    def authorize(self, token: str | None) -> None:
+        if not self.settings.allow_repository_control:
+            raise ServingError(ErrorKind.PERMISSION_DENIED, "repository control is disabled on this server")
+        expected = self.settings.repository_token
+        if expected and token != expected:
+            raise ServingError(ErrorKind.UNAUTHENTICATED, "repository control needs a valid bearer token")
+
+    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """Triton's RepositoryIndex rows: every model in the repository, with state and reason."""
+        entries = {e.name: e for e in self.registry.entries()}
+        rows: list[dict[str, str]] = []
+        for name in sorted(set(self.registry.repository_names()) | set(entries)):
+            entry = entries.get(name)
+            if entry is None:
+                rows.append({"name": name, "version": "", "state": "UNAVAILABLE", "reason": "not loaded"})
+                continue
+            versions = sorted(entry.versions) or [None]
+            for v in versions:
+                rows.append({"name": name, "version": "" if v is None else str(v), "state": entry.state,
+                             "reason": entry.reason})
+        return [r for r in rows if r["state"] == "READY"] if ready_only else rows
+
+    async def load(self, name: str, token: str | None) -> None:
+        self.authorize(token)
+        entry = await self.registry.load(name)
+        if entry.state != "READY" or entry.reason:
+            raise ServingError(ErrorKind.INVALID_ARGUMENT, f"failed to load model {name!r}: {entry.reason}")
+
+    async def unload(self, name: str, token: str | None) -> None:
+        self.authorize(token)
+        await self.registry.unload(name)

@@ -1,0 +1,45 @@
+"""Server settings: one pydantic-settings model, every flag also readable from a TWOFOUR_* variable.
+
+Flag names follow Triton's (`--model-repository`, `--http-port`, ...) so operators can reuse what they know; the
+CLI maps each flag onto the field of the same name, and the environment fills whatever the command line omits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Everything `twofour serve` can be told. Defaults are safe for a single-node production server."""
+
+    model_config = SettingsConfigDict(env_prefix="TWOFOUR_", extra="ignore")
+
+    model_repository: Path = Field(Path("model_repo"), description="Triton-style model repository to serve")
+    host: str = Field("0.0.0.0", description="address every listener binds to")
+    http_port: int = Field(8000, ge=0, le=65535, description="KServe v2 HTTP port (0 disables HTTP)")
+    grpc_port: int = Field(8001, ge=0, le=65535, description="KServe v2 gRPC port (0 disables gRPC)")
+    metrics_port: int = Field(8002, ge=0, le=65535, description="Prometheus /metrics port (0 disables metrics)")
+    exit_timeout_secs: float = Field(30.0, ge=0, description="how long SIGTERM waits for in-flight requests")
+    model_control_mode: Literal["none", "explicit"] = Field("none", description="none: load all; explicit: on request")
+    load_model: list[str] = Field(default_factory=list, description="models to load at start in explicit mode")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when a usable GPU exists")
+    dtype: Literal["auto", "float16", "bfloat16"] = Field("auto", description="GPU compute dtype (auto = fp16)")
+    gpu_keep_dense: bool = Field(False, description="GPU: keep dense copies of 2:4 layers to pick per batch size")
+    intra_op_threads: int = Field(0, ge=0, description="torch intra-op threads on CPU (0 = torch's default)")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log verbosity")
+    max_request_bytes: int = Field(64 * MiB, ge=1024, description="largest HTTP body / gRPC message accepted")
+    max_request_elements: int = Field(64 * MiB, ge=1, description="largest total tensor element count per request")
+    grpc_max_concurrent_streams: int = Field(1024, ge=1, description="HTTP/2 streams per gRPC connection")
+    repository_token: str = Field("", description="bearer token required for load/unload ('' = no token)")
+    allow_repository_control: bool = Field(True, description="whether load/unload/index may be called at all")
+
+    def enabled_listeners(self) -> dict[str, int]:
+        """Ports that are switched on, by listener name; the app starts exactly these."""
+        ports = {"http": self.http_port, "grpc": self.grpc_port, "metrics": self.metrics_port}
+        return {name: port for name, port in ports.items() if port}
