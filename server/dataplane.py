@@ -94,6 +94,17 @@ class DataPlane:
             names = [(e.name, str(v)) for e in self.registry.entries() for v in sorted(e.versions)]
         return [(n, v, self.metrics.stats(n, v) or VersionStats()) for n, v in names]
 
+    def sparsity_report(self, name: str, version: str = "") -> dict[str, Any]:
+        """How each loaded version of a model runs: sparse/dense layers, bytes, runtime decisions."""
+        entry, loaded = self.registry.resolve(name, version)
+        chosen = [loaded] if version else [entry.versions[v] for v in sorted(entry.versions)]
+        return {"name": name, "versions": [
+            {"version": str(lv.version), "device": lv.description.device, "dtype": lv.description.dtype,
+             "sparse_layers": lv.description.sparse_layers, "dense_layers": lv.description.dense_layers,
+             "bytes_by_kind": lv.description.bytes_by_kind,
+             "dense_equivalent_bytes": lv.description.dense_equivalent_bytes, "details": lv.description.details}
+            for lv in chosen]}
+
     # -- inference ---------------------------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:
         arrival = time.perf_counter_ns()
