@@ -37,6 +37,7 @@ class DataPlane:
         self.settings = settings
         self.metrics = metrics
         self.shutting_down = False
+        self.starting = True  # until the initial model loads finish
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -46,11 +47,14 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        """Ready when not draining and every model in the registry that is meant to serve is READY."""
-        if self.shutting_down:
+        """Ready once startup loads finished and until shutdown; with `strict_readiness` (Triton's flag) every
+        model in the registry must also be READY. Lenient by default so one broken model never takes a whole
+        replica out of its Service: the broken model is reported in the repository index and the log instead."""
+        if self.shutting_down or self.starting:
             return False
-        entries = self.registry.entries()
-        return all(e.state == "READY" for e in entries if e.reason != "unloaded") if entries else True
+        if not self.settings.strict_readiness:
+            return True
+        return all(e.state == "READY" for e in self.registry.entries() if e.reason != "unloaded")
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "twofour", "version": __version__, "extensions": EXTENSIONS}

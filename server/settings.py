@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float16", "bfloat16"] = Field("auto", description="GPU compute dtype (auto = fp16)")
     gpu_keep_dense: bool = Field(False, description="GPU: keep dense copies of 2:4 layers to pick per batch size")
     intra_op_threads: int = Field(0, ge=0, description="torch intra-op threads on CPU (0 = torch's default)")
+    strict_readiness: bool = Field(False, description="server is ready only while every loaded model is READY")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log verbosity")
     max_request_bytes: int = Field(64 * MiB, ge=1024, description="largest HTTP body / gRPC message accepted")
     max_request_elements: int = Field(64 * MiB, ge=1, description="largest total tensor element count per request")

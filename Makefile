@@ -1,0 +1,22 @@
+# The two commands of the README. Both set up .venv from the project's own files first (CPU torch pinned).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP_FLAGS := -q --disable-pip-version-check
+
+.PHONY: setup serve test bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -c constraints-cpu.txt -e ".[test,convert]"
+	touch $@
+
+## serve the bundled model repository on :8000 (HTTP), :8001 (gRPC), :8002 (metrics)
+serve: setup
+	$(VENV)/bin/twofour serve --model-repository model_repo
+
+## the whole test suite, then the deployment manifests' offline validation
+test: setup
+	$(PY) -m pytest -q
+	@if [ -f deploy/validate.sh ]; then bash deploy/validate.sh; fi

@@ -1,0 +1,172 @@
+"""Composition root: build every component from Settings, run the listeners, drain on SIGTERM.
+
+Startup opens the ports first (liveness answers at once, readiness stays false) and then loads models, so
+Kubernetes startup probes see progress. Shutdown turns readiness false immediately, refuses new inference with
+UNAVAILABLE, lets in-flight requests finish for up to `exit_timeout_secs`, then closes listeners and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from server.dataplane import DataPlane, RepositoryControl
+from server.metrics import Metrics
+from server.registry import Registry
+from server.runtime.select import DeviceError, create_runtime, resolve_device
+from server.settings import Settings
+
+log = logging.getLogger("twofour")
+
+
+@dataclass
+class App:
+    """Every long-lived object of one server process; built by `build_app`, no globals."""
+
+    settings: Settings
+    device: str
+    metrics: Metrics
+    registry: Registry
+    dataplane: DataPlane
+    control: RepositoryControl
+    ports: dict[str, int] = field(default_factory=dict)
+
+
+def build_app(settings: Settings) -> App:
+    device = resolve_device(settings.device)
+    options: dict[str, Any] = {}
+    if device == "cuda":
+        options = {"dtype": settings.dtype, "keep_dense": settings.gpu_keep_dense}
+    metrics = Metrics()
+    registry = Registry(settings.model_repository, metrics,
+                        functools.partial(_build_runtime, device=device, options=options))
+    dataplane = DataPlane(registry, settings, metrics)
+    return App(settings, device, metrics, registry, dataplane, RepositoryControl(registry, settings))
+
+
+def _build_runtime(version_dir: Any, config: Any, *, device: str, options: dict[str, Any]) -> Any:
+    return create_runtime(version_dir, config, device, **options)
+
+
+class _QuietUvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the app owns SIGTERM/SIGINT and the drain order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _load_models(app: App) -> None:
+    settings = app.settings
+    if settings.model_control_mode == "explicit":
+        for name in settings.load_model:
+            await app.registry.load(name)
+    else:
+        await app.registry.load_all()
+    for entry in app.registry.entries():
+        if entry.state != "READY":
+            log.error("model %s is UNAVAILABLE: %s", entry.name, entry.reason)
+    app.dataplane.starting = False
+
+
+async def serve(app: App, stop: asyncio.Event) -> int:
+    """Run until `stop` is set, then drain; returns the process exit code."""
+    from server.transport.grpc import create_grpc_server
+    from server.transport.http import create_http_app
+
+    settings = app.settings
+    listeners = settings.enabled_listeners()
+    grpc_server = http_server = metrics_server = None
+    http_task: asyncio.Task[None] | None = None
+    if "metrics" in listeners:
+        from prometheus_client import start_http_server
+
+        metrics_server, _ = start_http_server(listeners["metrics"], addr=settings.host, registry=app.metrics.registry)
+        app.ports["metrics"] = metrics_server.server_port
+    if "grpc" in listeners:
+        grpc_server, app.ports["grpc"] = create_grpc_server(app.dataplane, app.control, settings)
+        with contextlib.suppress(ImportError):
+            from server.transport.sparsity_service import add_sparsity_service
+
+            add_sparsity_service(grpc_server, app.dataplane)
+        await grpc_server.start()
+    if "http" in listeners:
+        sock = _bind(settings.host, listeners["http"])
+        app.ports["http"] = sock.getsockname()[1]
+        config = uvicorn.Config(create_http_app(app.dataplane, app.control, settings), log_level="warning",
+                                access_log=False, lifespan="off", timeout_graceful_shutdown=1,
+                                http="httptools" if _has("httptools") else "h11")
+        http_server = _QuietUvicorn(config)
+        http_task = asyncio.create_task(http_server.serve(sockets=[sock]))
+    log.info("twofour listening on %s (device %s)", " ".join(f"{k}={v}" for k, v in app.ports.items()), app.device)
+    loader = asyncio.create_task(_load_models(app))
+    await stop.wait()
+
+    log.info("shutdown requested: readiness off, draining for up to %.0fs", settings.exit_timeout_secs)
+    app.dataplane.begin_shutdown()
+    loader.cancel()
+    drained = await app.dataplane.drain(settings.exit_timeout_secs)
+    if not drained:
+        log.warning("exit timeout reached with requests still in flight")
+    if grpc_server is not None:
+        await grpc_server.stop(grace=1.0)
+    if http_server is not None and http_task is not None:
+        http_server.should_exit = True
+        await http_task
+    if metrics_server is not None:
+        metrics_server.shutdown()
+    await app.registry.close()
+    log.info("twofour stopped")
+    return 0
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def run(settings: Settings) -> int:
+    """`twofour serve`: set up logging and threads, run the server loop, return the exit code."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    if settings.intra_op_threads:
+        torch.set_num_threads(settings.intra_op_threads)
+    try:
+        app = build_app(settings)
+    except DeviceError as exc:
+        print(f"twofour serve: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await serve(app, stop)
+
+    try:
+        return asyncio.run(main())
+    except OSError as exc:  # a port in use or an address we cannot bind
+        print(f"twofour serve: cannot start: {exc}", file=sys.stderr)
+        return 1
