@@ -108,3 +108,33 @@ def build_test_repository(root: Path) -> dict[str, torch.nn.Module]:
     broken.mkdir(parents=True, exist_ok=True)
     (root / "broken" / CONFIG_FILE).write_text('name: "broken"\nmax_batch_size: -3\n')
     return {"mlp": mlp, "mlp_batched": batched, "mixed": mixed}
+
+
+class Slow(torch.nn.Module):
+    """A deliberately heavy chain of 1024x1024 GEMMs: keeps requests in flight long enough to SIGTERM them."""
+
+    def __init__(self, depth: int = 24) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.weight = torch.nn.Parameter(torch.randn(1024, 1024) / 32)
+        self.depth = depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.depth):
+            x = torch.tanh(x @ self.weight)
+        return x
+
+
+SLOW_CONFIG = """
+name: "slow"
+backend: "twofour"
+max_batch_size: 256
+input [{ name: "INPUT0" data_type: TYPE_FP32 dims: [1024] }]
+output [{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [1024] }]
+"""
+
+
+def build_slow_model(root: Path) -> torch.nn.Module:
+    module = Slow()
+    write_model(root, "slow", module, (torch.randn(2, 1024),), SLOW_CONFIG)
+    return module

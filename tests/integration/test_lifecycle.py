@@ -1,0 +1,94 @@
+"""Process lifecycle through the real server: SIGTERM drains without losing work, explicit model control,
+a broken model beside good ones."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tests.support.models import build_slow_model, build_test_repository
+from tests.support.server import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def slow_repository(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    root = tmp_path_factory.mktemp("slow_repo")
+    return root, build_slow_model(root)
+
+
+def slow_request(url: str, data: np.ndarray) -> np.ndarray:
+    client = grpcclient.InferenceServerClient(url)
+    tensor = grpcclient.InferInput("INPUT0", list(data.shape), "FP32")
+    tensor.set_data_from_numpy(data)
+    return client.infer("slow", [tensor]).as_numpy("OUTPUT0")
+
+
+def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(slow_repository: tuple[Path, torch.nn.Module]) -> None:
+    root, module = slow_repository
+    server = ServerProcess(root, "--exit-timeout-secs", "60")
+    data = np.random.rand(64, 1024).astype(np.float32)
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(data)).numpy()
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(slow_request, server.grpc_url, data) for _ in range(6)]
+        time.sleep(0.5)  # the requests are queued or running now
+        assert not any(f.done() for f in futures), "the slow model is too fast to test draining"
+        server.signal()
+        time.sleep(0.2)
+        with pytest.raises(InferenceServerException) as refused:
+            slow_request(server.grpc_url, data[:1])
+        assert "shutting down" in str(refused.value) or "UNAVAILABLE" in str(refused.value)
+        with pytest.raises(OSError):  # readiness turned off at once (503) or the listener is gone
+            urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready", timeout=2)
+        for future in futures:
+            np.testing.assert_allclose(future.result(timeout=120), expected, rtol=1e-5, atol=1e-6)
+    assert server.process.wait(60) == 0
+    server.stop()
+
+
+def test_explicit_mode_loads_and_unloads_on_request(tmp_path: Path) -> None:
+    modules = build_test_repository(tmp_path)
+    shutil.rmtree(tmp_path / "broken")
+    server = ServerProcess(tmp_path, "--model-control-mode", "explicit", "--load-model", "mlp")
+    try:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        assert client.is_model_ready("mlp") and not client.is_model_ready("mixed")
+        client.load_model("mixed")
+        assert client.is_model_ready("mixed")
+        http = httpclient.InferenceServerClient(server.http_url)
+        http.unload_model("mlp")
+        assert not http.is_model_ready("mlp")
+        states = {row["name"]: row["state"] for row in http.get_model_repository_index()}
+        assert states == {"mlp": "UNAVAILABLE", "mixed": "READY", "mlp_batched": "UNAVAILABLE"}
+        http.load_model("mlp")
+        x = np.random.rand(1, 16).astype(np.float32)
+        tensor = httpclient.InferInput("INPUT0", [1, 16], "FP32")
+        tensor.set_data_from_numpy(x)
+        out = http.infer("mlp", [tensor]).as_numpy("OUTPUT0")
+        np.testing.assert_array_equal(out, modules["mlp"](torch.from_numpy(x)).detach().numpy())
+    finally:
+        assert server.stop() == 0
+
+
+def test_broken_model_is_reported_and_others_serve(server: ServerProcess) -> None:
+    http = httpclient.InferenceServerClient(server.http_url)
+    assert http.is_server_ready()
+    rows = {row["name"]: row for row in http.get_model_repository_index()}
+    assert rows["broken"]["state"] == "UNAVAILABLE"
+    assert "max_batch_size" in rows["broken"]["reason"]
+    assert rows["mlp"]["state"] == "READY"
+    assert not http.is_model_ready("broken")
+    with pytest.raises(InferenceServerException, match="not ready"):
+        tensor = httpclient.InferInput("INPUT0", [1, 16], "FP32")
+        tensor.set_data_from_numpy(np.zeros((1, 16), np.float32))
+        http.infer("broken", [tensor])
