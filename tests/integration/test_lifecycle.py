@@ -36,7 +36,7 @@ def slow_request(url: str, data: np.ndarray) -> np.ndarray:
 def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(slow_repository: tuple[Path, torch.nn.Module]) -> None:
     root, module = slow_repository
     server = ServerProcess(root, "--exit-timeout-secs", "60")
-    data = np.random.rand(64, 1024).astype(np.float32)
+    data = np.random.rand(256, 1024).astype(np.float32)
     with torch.inference_mode():
         expected = module(torch.from_numpy(data)).numpy()
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
