@@ -1,0 +1,204 @@
+"""ModelInferRequest -> InferRequest and InferResponse -> ModelInferResponse, for the gRPC transport.
+
+Raw tensor bytes are viewed with `np.frombuffer` (no Python lists, no copies); every size is checked against the
+declared shape with integer arithmetic *before* anything is allocated, so a forged shape cannot make the server
+allocate memory. Typed `contents` (the proto's repeated fields) are accepted too, as Triton does, but only for the
+datatypes that have such a field: FP16 and BF16 travel only as raw bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+from tritonclient.grpc import service_pb2 as pb
+
+from server.errors import ErrorKind, ServingError, invalid
+from server.types import DATATYPES, InferRequest, InferResponse, InferTensor, RequestedOutput
+
+# Wire datatype -> (InferTensorContents field, numpy dtype of that repeated field). Narrow integer types share
+# the 32-bit fields, so their values are range-checked before the cast (Triton rejects them too).
+TYPED_FIELDS: dict[str, tuple[str, np.dtype]] = {
+    "BOOL": ("bool_contents", np.dtype(np.bool_)),
+    "INT8": ("int_contents", np.dtype(np.int32)),
+    "INT16": ("int_contents", np.dtype(np.int32)),
+    "INT32": ("int_contents", np.dtype(np.int32)),
+    "INT64": ("int64_contents", np.dtype(np.int64)),
+    "UINT8": ("uint_contents", np.dtype(np.uint32)),
+    "UINT16": ("uint_contents", np.dtype(np.uint32)),
+    "UINT32": ("uint_contents", np.dtype(np.uint32)),
+    "UINT64": ("uint64_contents", np.dtype(np.uint64)),
+    "FP32": ("fp32_contents", np.dtype(np.float32)),
+    "FP64": ("fp64_contents", np.dtype(np.float64)),
+}
+CONTENT_FIELDS = ("bool_contents", "int_contents", "int64_contents", "uint_contents", "uint64_contents",
+                  "fp32_contents", "fp64_contents", "bytes_contents")
+SHARED_MEMORY_PARAMS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+MAX_DIMS = 32  # far beyond any real model; bounds the work a forged shape can cause
+
+
+# -- parameters -----------------------------------------------------------------------------------------------
+def param_value(param: pb.InferParameter) -> Any:
+    """An InferParameter as the Python value it carries (None when no choice is set)."""
+    which = param.WhichOneof("parameter_choice")
+    return None if which is None else getattr(param, which)
+
+
+def params_to_dict(params: Mapping[str, pb.InferParameter]) -> dict[str, Any]:
+    return {key: param_value(value) for key, value in params.items()}
+
+
+def set_params(target: Any, values: Mapping[str, Any]) -> None:
+    """Fill a protobuf `map<string, InferParameter>` from Python values (bool before int: bool is an int)."""
+    for key, value in values.items():
+        param = target[key]
+        if isinstance(value, bool):
+            param.bool_param = value
+        elif isinstance(value, int):
+            if value > np.iinfo(np.int64).max:
+                param.uint64_param = value
+            else:
+                param.int64_param = value
+        elif isinstance(value, float):
+            param.double_param = value
+        else:
+            param.string_param = str(value)
+
+
+def _reject_shared_memory(params: Mapping[str, Any], what: str) -> None:
+    if any(key in params for key in SHARED_MEMORY_PARAMS):
+        raise ServingError(ErrorKind.UNIMPLEMENTED,
+                           f"{what} uses shared memory, which this server does not support; send the data inline")
+
+
+# -- decoding -------------------------------------------------------------------------------------------------
+def _shape(tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[tuple[int, ...], int]:
+    """The declared shape and its element count, rejecting negative dims and absurd ranks."""
+    shape = tuple(tensor.shape)
+    if len(shape) > MAX_DIMS:
+        raise invalid(f"input {tensor.name!r}: shape has {len(shape)} dimensions; at most {MAX_DIMS} are allowed")
+    count = 1
+    for dim in shape:
+        if dim < 0:
+            raise invalid(f"input {tensor.name!r}: shape {list(shape)} has a negative dimension")
+        count *= dim  # Python ints: no overflow however large the claim
+    return shape, count
+
+
+def _datatype(tensor: pb.ModelInferRequest.InferInputTensor) -> str:
+    datatype = tensor.datatype
+    if datatype == "BYTES":
+        raise invalid(f"input {tensor.name!r}: datatype BYTES (strings) is not supported by twofour; "
+                      "send numeric tensors")
+    if datatype not in DATATYPES:
+        raise invalid(f"input {tensor.name!r}: unknown datatype {datatype!r}; expected one of {sorted(DATATYPES)}")
+    return datatype
+
+
+def _from_raw(name: str, datatype: str, count: int, raw: bytes) -> np.ndarray:
+    dtype = DATATYPES[datatype][0]
+    expected = count * dtype.itemsize
+    if len(raw) != expected:
+        raise invalid(f"input {name!r}: {datatype} shape with {count} elements needs {expected} bytes, "
+                      f"but its raw_input_contents holds {len(raw)}")
+    if datatype == "BOOL":
+        as_bytes = np.frombuffer(raw, dtype=np.uint8)
+        if count and as_bytes.max() > 1:
+            raise invalid(f"input {name!r}: BOOL bytes must be 0 or 1")
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def _present_fields(contents: pb.InferTensorContents) -> list[str]:
+    return [f for f in CONTENT_FIELDS if len(getattr(contents, f))]
+
+
+def _from_typed(name: str, datatype: str, count: int, contents: pb.InferTensorContents) -> np.ndarray:
+    present = _present_fields(contents)
+    typed = TYPED_FIELDS.get(datatype)
+    if typed is None:
+        raise invalid(f"input {name!r}: {datatype} data can only be sent in raw_input_contents")
+    field, source = typed
+    wrong = [f for f in present if f != field]
+    if wrong:
+        raise invalid(f"input {name!r}: {datatype} data belongs in contents.{field}, not contents.{wrong[0]}")
+    values = getattr(contents, field)
+    if len(values) != count:
+        raise invalid(f"input {name!r}: shape holds {count} elements but contents.{field} has {len(values)}")
+    array = np.fromiter(values, dtype=source, count=count)
+    target = DATATYPES[datatype][0]
+    if target != source and count:
+        info = np.iinfo(target)
+        if array.min() < info.min or array.max() > info.max:
+            raise invalid(f"input {name!r}: a value in contents.{field} does not fit {datatype} "
+                          f"({info.min}..{info.max})")
+        array = array.astype(target)
+    return array
+
+
+def decode_infer_request(request: pb.ModelInferRequest) -> InferRequest:
+    """Validate the wire form and view its tensors; the dataplane checks them against the model's config."""
+    raw = request.raw_input_contents
+    inputs = request.inputs
+    if raw and len(raw) != len(inputs):
+        raise invalid(f"request has {len(raw)} raw_input_contents for {len(inputs)} inputs; "
+                      "send raw data for every input or for none")
+    decoded: list[InferTensor] = []
+    for i, tensor in enumerate(inputs):
+        params = params_to_dict(tensor.parameters)
+        _reject_shared_memory(params, f"input {tensor.name!r}")
+        datatype = _datatype(tensor)
+        shape, count = _shape(tensor)
+        has_typed = tensor.HasField("contents") and bool(_present_fields(tensor.contents))
+        if raw:
+            if has_typed:
+                raise invalid(f"input {tensor.name!r} has both typed contents and raw_input_contents; "
+                              "use one form for all inputs")
+            data = _from_raw(tensor.name, datatype, count, raw[i])
+        elif has_typed:
+            data = _from_typed(tensor.name, datatype, count, tensor.contents)
+        elif count == 0:
+            data = np.empty(0, dtype=DATATYPES[datatype][0])
+        else:
+            raise invalid(f"input {tensor.name!r} carries no data (neither contents nor raw_input_contents)")
+        decoded.append(InferTensor(tensor.name, datatype, shape, data.reshape(shape), params))
+    outputs: list[RequestedOutput] = []
+    for out in request.outputs:
+        params = params_to_dict(out.parameters)
+        _reject_shared_memory(params, f"output {out.name!r}")
+        outputs.append(RequestedOutput(out.name, params))
+    return InferRequest(model_name=request.model_name, model_version=request.model_version, inputs=decoded,
+                        outputs=outputs, id=request.id, parameters=params_to_dict(request.parameters))
+
+
+# -- encoding -------------------------------------------------------------------------------------------------
+def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
+    """Outputs as raw_output_contents (one `tobytes` each: the only copy protobuf leaves us)."""
+    message = pb.ModelInferResponse(
+        model_name=response.model_name,
+        model_version=response.model_version,
+        id=response.id,
+        outputs=[pb.ModelInferResponse.InferOutputTensor(name=t.name, datatype=t.datatype, shape=t.shape)
+                 for t in response.outputs],
+        raw_output_contents=[_contiguous(t.data).tobytes() for t in response.outputs],
+    )
+    if response.parameters:
+        set_params(message.parameters, response.parameters)
+    return message
+
+
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
+def encode_infer_request(request: InferRequest) -> pb.ModelInferRequest:
+    """The inverse of `decode_infer_request` (raw form); used by tests and benchmarks to build wire messages."""
+    message = pb.ModelInferRequest(model_name=request.model_name, model_version=request.model_version,
+                                   id=request.id)
+    for tensor in request.inputs:
+        entry = message.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        set_params(entry.parameters, tensor.parameters)
+        message.raw_input_contents.append(_contiguous(tensor.data).tobytes())
+    for out in request.outputs:
+        set_params(message.outputs.add(name=out.name).parameters, out.parameters)
+    set_params(message.parameters, request.parameters)
+    return message

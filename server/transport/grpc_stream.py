@@ -1,0 +1,72 @@
+"""ModelStreamInfer: each request of a bidirectional stream runs as its own task; answers go out as they finish.
+
+Running the requests concurrently lets the dynamic batcher merge requests of one stream (that is how
+perf_analyzer's streaming mode drives a server). A request that fails is answered with `error_message` (and its
+id, so the client can match it) and the stream carries on; only the client closing the stream, or the server
+stopping, ends it. When the stream ends early, every request still running is cancelled, which drops its queued
+work in the batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from tritonclient.grpc import service_pb2 as pb
+
+from server.errors import ErrorKind, as_serving_error
+
+InferFn = Callable[[pb.ModelInferRequest], Awaitable[pb.ModelInferResponse]]
+_DONE = None  # sentinel in the outbox: the reader finished and every request was answered
+
+
+def error_reply(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
+    """A per-message error that still names the request it answers."""
+    return pb.ModelStreamInferResponse(
+        error_message=message,
+        infer_response=pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version,
+                                             id=request.id),
+    )
+
+
+async def _answer(infer: InferFn, request: pb.ModelInferRequest, outbox: asyncio.Queue,
+                  log: logging.Logger) -> None:
+    try:
+        reply = pb.ModelStreamInferResponse(infer_response=await infer(request))
+    except Exception as exc:  # one bad message must never end the stream
+        error = as_serving_error(exc)
+        if error.kind == ErrorKind.INTERNAL:
+            log.exception("gRPC stream request to %s failed", request.model_name)
+        reply = error_reply(request, error.message)
+    outbox.put_nowait(reply)
+
+
+async def _read(infer: InferFn, requests: AsyncIterator[pb.ModelInferRequest], outbox: asyncio.Queue,
+                running: set[asyncio.Task[None]], log: logging.Logger) -> None:
+    """Start a task per incoming request; when the client half-closes, wait for them and post the sentinel."""
+    try:
+        async for request in requests:
+            task = asyncio.create_task(_answer(infer, request, outbox, log))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        while running:
+            await asyncio.gather(*list(running), return_exceptions=True)
+    finally:
+        outbox.put_nowait(_DONE)
+
+
+async def stream_infer(infer: InferFn, requests: AsyncIterator[pb.ModelInferRequest],
+                       log: logging.Logger) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    """The response side of one stream (grpc.aio iterates it; cancelling it cancels every request in flight)."""
+    outbox: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+    running: set[asyncio.Task[None]] = set()
+    reader = asyncio.create_task(_read(infer, requests, outbox, log))
+    try:
+        while (reply := await outbox.get()) is not _DONE:
+            yield reply
+        if reader.done() and not reader.cancelled() and reader.exception() is not None:
+            log.warning("gRPC stream closed by a read error: %s", reader.exception())
+    finally:
+        for task in [reader, *running]:
+            task.cancel()
