@@ -1,0 +1,160 @@
+"""The gRPC servicer in this process, where the test can watch the dataplane: client cancellation drops queued
+work, and the grpc.health.v1 service follows readiness (starting, ready, draining).
+
+The model is the real exported SmallMLP on the real CPU runtime; the only addition is a gate in front of the
+runtime so the test decides when the first request may finish, which makes "the second one is queued" certain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from server.dataplane import DataPlane, RepositoryControl
+from server.metrics import Metrics
+from server.registry import Registry
+from server.runtime.select import create_runtime
+from server.settings import Settings
+from server.transport.grpc import create_grpc_server
+from tests.support.models import MLP_CONFIG, SmallMLP, write_model
+
+
+class GatedRuntime:
+    """The real CPU runtime, but each infer waits until the test opens the gate."""
+
+    def __init__(self, inner: Any, gate: threading.Event) -> None:
+        self._inner, self._gate = inner, gate
+        self.calls = 0
+
+    def infer(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        assert self._gate.wait(30), "test never opened the gate"
+        return self._inner.infer(batch)
+
+    def describe(self) -> Any:
+        return self._inner.describe()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    root = tmp_path_factory.mktemp("grpc_inprocess")
+    module = SmallMLP(seed=3)
+    write_model(root, "mlp", module, (torch.randn(2, 16),), MLP_CONFIG.format(name="mlp", extra=""),
+                sparse={"hidden.weight"})
+    return root, module
+
+
+Scenario = Callable[[grpc.aio.Channel, DataPlane, list[GatedRuntime], threading.Event], Awaitable[None]]
+
+
+async def run_scenario(root: Path, scenario: Scenario) -> None:
+    settings = Settings(model_repository=root, host="127.0.0.1", grpc_port=0, http_port=0, metrics_port=0,
+                        device="cpu")
+    metrics = Metrics()
+    gate = threading.Event()
+    runtimes: list[GatedRuntime] = []
+
+    def build(version_dir: Path, config: Any) -> GatedRuntime:
+        runtimes.append(GatedRuntime(create_runtime(version_dir, config, "cpu"), gate))
+        return runtimes[-1]
+
+    registry = Registry(root, metrics, build)
+    dataplane = DataPlane(registry, settings, metrics)
+    server, port = create_grpc_server(dataplane, RepositoryControl(registry, settings), settings)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            await scenario(channel, dataplane, runtimes, gate)
+    finally:
+        gate.set()
+        await server.stop(grace=None)
+        await registry.close()
+
+
+def infer_request(data: np.ndarray, request_id: str) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="mlp", id=request_id, raw_input_contents=[data.tobytes()])
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=list(data.shape))
+    return request
+
+
+async def load(dataplane: DataPlane) -> None:
+    await dataplane.registry.load_all()
+    if hasattr(dataplane, "starting"):
+        dataplane.starting = False  # what the app does once the initial loads finished
+
+
+def test_cancelled_request_is_dropped_before_it_runs(repository: tuple[Path, torch.nn.Module]) -> None:
+    root, module = repository
+    data = np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)
+
+    async def scenario(channel: grpc.aio.Channel, dataplane: DataPlane, runtimes: list[GatedRuntime],
+                       gate: threading.Event) -> None:
+        await load(dataplane)
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        first = stub.ModelInfer(infer_request(data, "first"))
+        while not runtimes[0].calls:  # the first request holds the model's only instance
+            await asyncio.sleep(0.01)
+        second = stub.ModelInfer(infer_request(data, "second"))
+        scheduler = dataplane.registry.resolve("mlp")[1].scheduler
+        while scheduler.pending() < 2:  # the second is queued behind it
+            await asyncio.sleep(0.01)
+        second.cancel()
+        while scheduler.pending() > 1:  # the server dropped it (the handler's CancelledError reached the queue)
+            await asyncio.sleep(0.01)
+        gate.set()
+        reply = await first
+        assert reply.id == "first"
+        out = np.frombuffer(reply.raw_output_contents[0], np.float32).reshape(2, 4)
+        with torch.inference_mode():
+            np.testing.assert_allclose(out, module(torch.from_numpy(data)).numpy(), rtol=1e-5, atol=1e-6)
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        stats = dataplane.statistics("mlp")[0][2]
+        assert runtimes[0].calls == 1, "the cancelled request must never reach the runtime"
+        assert (stats.execution_count, stats.success.count, stats.fail.count) == (1, 1, 1)
+        failures = dataplane.metrics.registry.get_sample_value(
+            "twofour_request_failure_total", {"model": "mlp", "version": "1", "reason": "cancelled"})
+        assert failures == 1
+
+    asyncio.run(asyncio.wait_for(run_scenario(root, scenario), 60))
+
+
+def test_health_service_follows_readiness(repository: tuple[Path, torch.nn.Module]) -> None:
+    root, _ = repository
+
+    async def scenario(channel: grpc.aio.Channel, dataplane: DataPlane, runtimes: list[GatedRuntime],
+                       gate: threading.Event) -> None:
+        health = health_pb2_grpc.HealthStub(channel)
+        ask = health_pb2.HealthCheckRequest
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        watch = health.Watch(ask(service=""))
+        if hasattr(dataplane, "starting"):  # the app's startup phase: ports open, models not loaded yet
+            assert (await health.Check(ask(service=""))).status == not_serving
+            assert (await watch.read()).status == not_serving
+        await load(dataplane)
+        assert (await health.Check(ask(service=""))).status == serving
+        assert (await health.Check(ask(service="inference.GRPCInferenceService"))).status == serving
+        assert (await watch.read()).status == serving
+        dataplane.begin_shutdown()
+        assert (await health.Check(ask(service=""))).status == not_serving
+        assert (await watch.read()).status == not_serving
+        watch.cancel()
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await health.Check(ask(service="no.such.Service"))
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+    asyncio.run(asyncio.wait_for(run_scenario(root, scenario), 60))
