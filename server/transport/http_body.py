@@ -1,0 +1,83 @@
+"""Read an HTTP request body under the size limit, into one aligned, writable buffer.
+
+Why not `await request.body()`: it trusts no limit and returns immutable bytes, which `torch.from_numpy` cannot
+share (one more copy later). Here the body lands once in a `bytearray`, placed so the binary region after the
+JSON header starts on a 64-byte boundary: tensors viewing it are aligned and writable, so the model reads the
+received bytes in place. The limit is checked against Content-Length up front and counted while streaming
+(a chunked or lying client cannot get past it); compressed bodies (tritonclient's gzip/deflate request option)
+are inflated with the same limit applied to the output, so a small bomb cannot expand past it.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from starlette.requests import ClientDisconnect, Request
+
+from server.errors import ErrorKind, ServingError, invalid, too_large
+
+ALIGNMENT = 64
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _content_length(request: Request, limit: int) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise invalid(f"Content-Length must be a non-negative integer, got {value!r}")
+    length = int(value)
+    if length > limit:
+        raise too_large(f"request body of {length} bytes exceeds the server's limit of {limit} bytes")
+    return length
+
+
+def _padding(request: Request) -> int:
+    """Bytes to skip so that `pad + header length` is a multiple of ALIGNMENT (0 without a binary header)."""
+    value = request.headers.get("inference-header-content-length", "")
+    return (-int(value)) % ALIGNMENT if value.isdigit() else 0
+
+
+async def read_body(request: Request, limit: int) -> memoryview:
+    """The request body (inflated if compressed), at most `limit` bytes, as a view of a writable buffer."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", *_WBITS):
+        raise invalid(f"unsupported Content-Encoding {encoding!r}; use gzip, deflate or none")
+    length = _content_length(request, limit)
+    pad = _padding(request) if encoding == "identity" else 0
+    try:
+        if length is not None:
+            buffer = bytearray(pad + length)
+            position = pad
+            async for chunk in request.stream():
+                end = position + len(chunk)
+                if end > len(buffer):
+                    raise invalid(f"request body is longer than its Content-Length of {length} bytes")
+                buffer[position:end] = chunk
+                position = end
+            if position != len(buffer):
+                raise invalid(f"request body has {position - pad} bytes but Content-Length says {length}")
+        else:
+            buffer = bytearray(pad)
+            async for chunk in request.stream():
+                buffer += chunk
+                if len(buffer) - pad > limit:
+                    raise too_large(f"request body exceeds the server's limit of {limit} bytes")
+    except ClientDisconnect:
+        raise ServingError(ErrorKind.CANCELLED, "client disconnected while sending the request") from None
+    if encoding == "identity":
+        return memoryview(buffer)[pad:]
+    return memoryview(_inflate(buffer, encoding, limit))
+
+
+def _inflate(data: bytearray, encoding: str, limit: int) -> bytearray:
+    inflater = zlib.decompressobj(_WBITS[encoding])
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise invalid(f"request body is not valid {encoding} data: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise too_large(f"decompressed request body exceeds the server's limit of {limit} bytes")
+    if not inflater.eof:
+        raise invalid(f"request body is truncated {encoding} data")
+    return bytearray(out)

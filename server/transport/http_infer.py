@@ -1,0 +1,70 @@
+"""POST /v2/models/{m}[/versions/{v}]/infer: the hot path, kept to raw Starlette request/response objects.
+
+No FastAPI dependency resolution or pydantic on this route: body bytes -> codec -> dataplane -> codec -> bytes.
+While a request waits in the queue the handler also listens for the client's disconnect; when the client goes
+away the dataplane call is cancelled, so a request nobody waits for is dropped from the queue, not computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from server.codec.http_infer import decode_infer_request, encode_infer_response
+from server.dataplane import DataPlane
+from server.errors import ErrorKind, ServingError
+from server.settings import Settings
+from server.transport.http_body import read_body
+from server.transport.http_errors import JSON, exception_response
+from server.types import InferRequest, InferResponse
+
+
+async def _cancel_on_disconnect(request: Request, work: asyncio.Future[Any]) -> None:
+    """Wait for `http.disconnect` (the body is already read, so nothing else arrives) and cancel `work`."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            work.cancel()
+            return
+
+
+class InferEndpoint:
+    """A Starlette endpoint bound to one dataplane and the settings' size limits."""
+
+    def __init__(self, dataplane: DataPlane, settings: Settings) -> None:
+        self._dataplane = dataplane
+        self._max_bytes = settings.max_request_bytes
+        self._max_elements = settings.max_request_elements
+
+    async def handle(self, request: Request) -> Response:
+        model = request.path_params["model"]
+        version = request.path_params.get("version", "")
+        try:
+            body = await read_body(request, self._max_bytes)
+            infer_request = decode_infer_request(body, request.headers.get("inference-header-content-length"),
+                                                 model, version, self._max_elements)
+            response = await self._infer(request, infer_request)
+            payload, header_length = encode_infer_response(
+                response, infer_request.parameters.get("binary_data_output", False))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an {"error": ...} response
+            return exception_response(exc, f"inference on model {model!r}")
+        if header_length is None:
+            return Response(payload, media_type=JSON)
+        return Response(payload, media_type="application/octet-stream",
+                        headers={"Inference-Header-Content-Length": str(header_length)})
+
+    async def _infer(self, request: Request, infer_request: InferRequest) -> InferResponse:
+        work = asyncio.ensure_future(self._dataplane.infer(infer_request))
+        watcher = asyncio.ensure_future(_cancel_on_disconnect(request, work))
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if watcher.done() and not watcher.cancelled():  # the client left; this handler was not cancelled
+                raise ServingError(ErrorKind.CANCELLED, "client disconnected before the response was ready") \
+                    from None
+            raise
+        finally:
+            watcher.cancel()
