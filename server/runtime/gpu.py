@@ -1,0 +1,221 @@
+"""CUDA runtime: fp16/bf16, 2:4 layers on sparse Tensor Cores where measurement says they win.
+
+Load: decompress the repository weights, cast to the compute dtype, move to the GPU, route every 2:4 linear
+through a SwitchLinear (gpu_layers), probe the model at each batch size the batcher can form (which also records
+the row count every layer sees), time dense vs 2:4 per layer at those rows (gpu_decision), convert the winners
+with `to_sparse_semi_structured`, then run every batch size once more with the final kernels, so the model is
+warm before it reports ready. `GpuRuntime` takes the device, kernel factory and timer as parameters: the same
+pipeline runs on CPU in the unit tests with a dense stand-in for the kernel and a deterministic timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tritonclient.grpc import model_config_pb2 as mc
+
+from server.artifacts import build_module, load_program, load_weights
+from server.errors import ErrorKind, ServingError
+from server.repository import PROGRAM_FILE, WEIGHTS_FILE
+from server.runtime.base import RuntimeDescription
+from server.runtime.binding import call, make_binding
+from server.runtime.gpu_decision import (
+    DEFAULT_MARGIN, CachedTimer, LayerDecision, LayerShape, Timer, decide_layer, format_table,
+)
+from server.runtime.gpu_layers import SparseFactory, SwitchLinear, install_switches, tensor_bytes
+from server.runtime.gpu_rules import batch_sizes, kernel_shape_problem, sequence_length
+from server.types import CONFIG_TO_WIRE, DATATYPES
+
+log = logging.getLogger("twofour.runtime.gpu")
+
+CUDA_WORDS = ("CUDA", "cuBLAS", "CUBLAS", "cuSPARSELt", "CUSPARSE", "cudnn", "CUDNN")
+
+
+def _config_dtype(data_type: int) -> torch.dtype:
+    return DATATYPES[CONFIG_TO_WIRE[mc.DataType.Name(data_type)]][1]
+
+
+class GpuRuntime:
+    """One model version on one GPU (or, in tests, the same pipeline on CPU with injected kernels)."""
+
+    def __init__(self, version_dir: Path, config: mc.ModelConfig, *, device: torch.device, dtype: torch.dtype,
+                 keep_dense: bool, backend: str, sparse_factory: SparseFactory, timer: Timer,
+                 margin: float = DEFAULT_MARGIN) -> None:
+        started = time.perf_counter()
+        self._device, self._dtype, self._config = device, dtype, config
+        program = load_program(version_dir / PROGRAM_FILE)
+        weights = load_weights(version_dir / WEIGHTS_FILE)
+        self._binding = make_binding(program, config)
+        self._out_dtypes = {t.name: _config_dtype(t.data_type) for t in config.output}
+        module = build_module(program, weights).to(device=device, dtype=dtype)
+        self._module: torch.nn.Module | None = module
+        self._switches = install_switches(module, weights.sparse)  # type: ignore[arg-type]
+        self._batches = batch_sizes(config)
+        rows = self._probe()
+        probed = time.perf_counter()
+        cached = CachedTimer(timer)
+        decisions = [self._decide(name, rows.get(name, {}), cached, backend, keep_dense, margin)
+                     for name in sorted(weights.sparse)]
+        measured = time.perf_counter()
+        for decision in decisions:
+            self._apply(decision, sparse_factory, keep_dense)
+        if hasattr(timer, "clear"):
+            timer.clear()
+        self._probe()  # warmup with the final kernels, before the registry marks the model READY
+        layers = [d.as_dict() for d in decisions]
+        self._description = self._describe(weights, layers, backend, keep_dense, margin)
+        self._description.details["load_seconds"] = {
+            "probe": round(probed - started, 3), "measure": round(measured - probed, 3),
+            "total": round(time.perf_counter() - started, 3), "timed_kernels": cached.calls}
+        log.info("%s v%s on %s (%s, %s): 2:4 decision table\n%s", config.name, version_dir.name, device,
+                 self._description.dtype, backend, format_table(layers))
+
+    # -- load steps ------------------------------------------------------------------------------------
+    def _example(self, batch: int) -> dict[str, torch.Tensor]:
+        """Zero inputs of the config's shapes at `batch` rows; variable dims take the probe sequence length."""
+        length = sequence_length(self._config)
+        lead = [batch] if self._config.max_batch_size > 0 else []
+        return {t.name: torch.zeros(lead + [length if d == -1 else d for d in t.dims], dtype=_config_dtype(t.data_type))
+                for t in self._config.input if not t.optional}
+
+    def _probe(self) -> dict[str, dict[int, int]]:
+        """Run every batch size once; returns layer -> {batch size: rows its GEMM saw}."""
+        seen: dict[str, dict[int, int]] = {}
+        for switch in self._switches.values():
+            switch.recording = True
+        try:
+            for batch in self._batches:
+                for switch in self._switches.values():
+                    switch.rows_seen.clear()
+                try:
+                    self.infer(self._example(batch))
+                except ServingError as exc:
+                    raise ValueError(f"GPU runtime: running the model at batch size {batch} failed at load: "
+                                     f"{exc.message}") from None
+                for name, switch in self._switches.items():
+                    if switch.rows_seen:
+                        seen.setdefault(name, {})[batch] = switch.rows_seen[0]
+        finally:
+            for switch in self._switches.values():
+                switch.recording = False
+                switch.rows_seen.clear()
+        return seen
+
+    def _decide(self, name: str, rows: dict[int, int], timer: Timer, backend: str, keep_dense: bool,
+                margin: float) -> LayerDecision:
+        switch = self._switches.get(name)
+        if switch is None:
+            return LayerDecision(name, LayerShape(0, 0), "dense", "not used by a linear call in the program")
+        shape = LayerShape(switch.out_features, switch.in_features)
+        problem = kernel_shape_problem(shape.out_features, shape.in_features, self._dtype, backend)
+        return decide_layer(name, shape, rows, timer, keep_dense, margin, problem)
+
+    def _apply(self, decision: LayerDecision, factory: SparseFactory, keep_dense: bool) -> None:
+        switch = self._switches.get(decision.layer)
+        if switch is None:
+            return
+        sparse_rows = set(decision.sparse_rows())
+        if sparse_rows:
+            switch.attach_sparse(factory)
+        switch.choose([b.rows for b in decision.buckets], sparse_rows, keep_dense)
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _describe(self, weights: Any, layers: list[dict[str, Any]], backend: str, keep_dense: bool,
+                  margin: float) -> RuntimeDescription:
+        assert self._module is not None
+        dense = sum(tensor_bytes(t) for t in self._module.state_dict().values())
+        sparse = 0
+        pruned_dense_equivalent = 0
+        for switch in self._switches.values():
+            for tensor in (switch.weight, switch.bias):
+                dense += tensor_bytes(tensor) if tensor is not None else 0
+            kernel_weight = getattr(switch.sparse, "weight", None)
+            if isinstance(kernel_weight, torch.Tensor):
+                sparse += tensor_bytes(kernel_weight)
+                pruned_dense_equivalent += switch.out_features * switch.in_features * self._dtype.itemsize
+        size = self._dtype.itemsize
+        equivalent = sum(t.numel() * (size if t.is_floating_point() else t.element_size())
+                         for t in weights.tensors.values())
+        name = str(self._dtype).removeprefix("torch.")
+        details: dict[str, Any] = {
+            "compute_dtype": name, "backend": backend, "mode": "dispatch" if keep_dense else "memory",
+            "margin": margin, "batch_sizes": self._batches, "layers": layers, "stored_bytes": weights.stored_bytes,
+            "sparse_weight_bytes": sparse, "sparse_weight_dense_equivalent_bytes": pruned_dense_equivalent,
+            "sparse_weight_ratio": round(sparse / pruned_dense_equivalent, 4) if pruned_dense_equivalent else None,
+        }
+        if self._device.type == "cuda":
+            index = self._device.index or 0
+            details.update(gpu=torch.cuda.get_device_name(index), gpu_index=index,
+                           gpu_memory_allocated_bytes=torch.cuda.memory_allocated(index),
+                           gpu_memory_reserved_bytes=torch.cuda.memory_reserved(index))
+        return RuntimeDescription(
+            device=str(self._device), dtype=name, sparse_layers=sorted(weights.sparse),
+            dense_layers=sorted(n for n in weights.tensors if n not in weights.sparse and n.endswith("weight")),
+            bytes_by_kind={"dense": dense, "sparse_2_4": sparse}, dense_equivalent_bytes=equivalent, details=details)
+
+    # -- serving ---------------------------------------------------------------------------------------
+    def infer(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        module = self._module
+        if module is None:
+            raise ServingError(ErrorKind.UNAVAILABLE, "model version was unloaded")
+        rows = next(iter(batch.values())).shape[0] if batch and self._config.max_batch_size > 0 else 1
+        try:
+            with torch.inference_mode():
+                inputs = {n: t.to(self._device, self._dtype) if t.is_floating_point() else t.to(self._device)
+                          for n, t in batch.items()}
+                outputs = call(module, self._binding, inputs)
+                return {n: t.to("cpu", self._out_dtypes.get(n, t.dtype)) for n, t in outputs.items()}
+        except torch.OutOfMemoryError as exc:
+            if self._device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise ServingError(ErrorKind.INTERNAL, f"GPU out of memory running a batch of {rows} rows; "
+                                                   f"lower max_batch_size ({_first_line(exc)})") from None
+        except RuntimeError as exc:  # torch.AcceleratorError is a RuntimeError
+            if type(exc).__name__ == "AcceleratorError" or any(word in str(exc) for word in CUDA_WORDS):
+                raise ServingError(ErrorKind.INTERNAL, f"GPU execution failed for this batch of {rows} rows: "
+                                                       f"{_first_line(exc)}") from None
+            raise
+
+    def describe(self) -> RuntimeDescription:
+        return self._description
+
+    def close(self) -> None:
+        self._module = None
+        self._switches = {}
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def create(version_dir: Path, config: mc.ModelConfig, device: str = "cuda", dtype: str = "auto",
+           keep_dense: bool = False) -> Any:
+    """The runtime for `--device cuda`: places the model per instance_group, with the real 2:4 kernels."""
+    from server.runtime import gpu_rules, gpu_timing
+    from server.runtime.select import MIN_COMPUTE_CAPABILITY
+
+    index = gpu_rules.gpu_index(config, torch.cuda.device_count())
+    if index is None:
+        from server.runtime import cpu
+
+        log.info("%s: instance_group asks for KIND_CPU only; serving it on the CPU runtime", config.name)
+        return cpu.create(version_dir, config, "cpu")
+    capability = torch.cuda.get_device_capability(index)
+    if capability < MIN_COMPUTE_CAPABILITY:
+        raise ValueError(f"GPU {index} has compute capability {capability[0]}.{capability[1]}; 2:4 needs >= 8.0")
+    compute = gpu_rules.compute_dtype(dtype, config)
+    backend = gpu_timing.available_backend()
+    torch_device = torch.device("cuda", index)
+    factory = gpu_timing.semi_structured_factory(backend)
+    with torch.cuda.device(index):
+        return GpuRuntime(version_dir, config, device=torch_device, dtype=compute, keep_dense=keep_dense,
+                          backend=backend, sparse_factory=factory,
+                          timer=gpu_timing.CudaTimer(torch_device, compute, factory))

@@ -1,0 +1,97 @@
+"""The CUDA side of the per-layer choice: the 2:4 kernel factory and a CUDA-event timer. Needs a GPU.
+
+Timing uses synthetic weights of each layer's shape (a kernel's speed does not depend on the values, only on the
+shape, dtype and 2:4 pattern), so the real weights are converted to the sparse layout only for layers that win.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from server.runtime.gpu_decision import DENSE, LayerShape
+from server.runtime.gpu_layers import SparseFactory, SparseKernel
+
+
+def available_backend() -> str:
+    """cuSPARSELt when this torch build ships it (faster, more shapes), PyTorch's CUTLASS kernels otherwise."""
+    cusparselt = getattr(torch.backends, "cusparselt", None)
+    return "cusparselt" if cusparselt is not None and cusparselt.is_available() else "cutlass"
+
+
+def _subclass(backend: str) -> type:
+    if backend == "cusparselt":
+        return torch.sparse.SparseSemiStructuredTensorCUSPARSELT
+    if backend == "cutlass":
+        return torch.sparse.SparseSemiStructuredTensorCUTLASS
+    raise ValueError(f"unknown 2:4 backend {backend!r}")
+
+
+class SemiStructuredKernel:
+    """`F.linear` on a weight converted by `to_sparse_semi_structured`'s backend class, chosen explicitly (no
+    global `_FORCE_CUTLASS` flag). The packed layout exists only in GPU memory; it is never written to disk."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, backend: str) -> None:
+        if weight.dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"2:4 kernels run in float16/bfloat16 only, got {weight.dtype}")
+        self.weight = _subclass(backend).from_dense(weight.contiguous())
+        self.bias = bias
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+def semi_structured_factory(backend: str) -> SparseFactory:
+    return lambda weight, bias: SemiStructuredKernel(weight, bias, backend)
+
+
+def random_2_4(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A random weight with exactly 2 nonzeros in every group of 4 (what the kernels are timed on)."""
+    weight = torch.randn(rows, cols, dtype=dtype, device=device)
+    keep = torch.rand(rows, cols // 4, 4, device=device).argsort(dim=-1)[..., :2]
+    mask = torch.zeros(rows, cols // 4, 4, dtype=torch.bool, device=device).scatter_(-1, keep, True)
+    return weight * mask.reshape(rows, cols)
+
+
+def time_cuda(call: Callable[[], object], warmup: int = 3, repeats: int = 5, inner: int = 10) -> float:
+    """Median seconds per call of `call()` over `repeats` CUDA-event windows of `inner` calls each."""
+    for _ in range(warmup):
+        call()
+    samples = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(inner):
+            call()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) / 1000.0 / inner)
+    return statistics.median(samples)
+
+
+class CudaTimer:
+    """Timer for gpu_decision: dense `F.linear` vs the 2:4 kernel on one layer shape at one row count."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, factory: SparseFactory) -> None:
+        self.device, self.dtype, self.factory = device, dtype, factory
+        self._weights: dict[LayerShape, tuple[torch.Tensor, torch.Tensor, SparseKernel]] = {}
+
+    def __call__(self, shape: LayerShape, kernel: str, rows: int) -> float:
+        if shape not in self._weights:
+            dense = random_2_4(shape.out_features, shape.in_features, self.dtype, self.device)
+            bias = torch.zeros(shape.out_features, dtype=self.dtype, device=self.device)
+            self._weights[shape] = (dense, bias, self.factory(dense, bias))
+        dense, bias, sparse = self._weights[shape]
+        x = torch.randn(rows, shape.in_features, dtype=self.dtype, device=self.device)
+        with torch.inference_mode():
+            if kernel == DENSE:
+                return time_cuda(lambda: F.linear(x, dense, bias))
+            return time_cuda(lambda: sparse(x))
+
+    def clear(self) -> None:
+        """Free the synthetic weights once the decisions are made."""
+        self._weights.clear()
+        torch.cuda.empty_cache()
