@@ -11,8 +11,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import ProcessCollector, PlatformCollector
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 # 100 µs .. 10 s, roughly x2.5 per step: resolves both sub-millisecond CPU calls and slow GPU batches.
 DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -55,7 +59,8 @@ class VersionStats:
 class Metrics:
     """All series of one server process."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, gpu: bool | None = None) -> None:
+        """`gpu`: export per-device GPU memory (None = when CUDA is available)."""
         self.registry = registry or CollectorRegistry()
         r = self.registry
         labels = ("model", "version")
@@ -74,8 +79,10 @@ class Metrics:
             "twofour_batch_size", "Rows in each executed batch", labels, buckets=BATCH_BUCKETS, registry=r
         )
         self.pending = Gauge("twofour_pending_requests", "Requests queued or running", labels, registry=r)
-        self.inferences = Counter("twofour_inference", "Inferences (rows) computed", labels, registry=r)
-        self.executions = Counter("twofour_execution", "Model executions (batches) run", labels, registry=r)
+        # Counter appends `_total`: twofour_inferences_total / twofour_executions_total. Their ratio is the mean
+        # executed batch size, the number that tells whether 2:4 kernels are getting batches big enough to pay.
+        self.inferences = Counter("twofour_inferences", "Inferences (rows) computed", labels, registry=r)
+        self.executions = Counter("twofour_executions", "Model executions (batches) run", labels, registry=r)
         self.load_duration = Gauge("twofour_model_load_duration_seconds", "Time the last load took", labels, registry=r)
         self.weight_bytes = Gauge(
             "twofour_weight_bytes", "Resident weight bytes by kind", (*labels, "kind"), registry=r
@@ -85,6 +92,10 @@ class Metrics:
         )
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
+        if gpu is None:
+            gpu = _cuda_available()
+        if gpu:
+            r.register(GpuMemoryCollector())
         self._recorders: dict[tuple[str, str], ModelRecorder] = {}
 
     def recorder(self, model: str, version: str) -> "ModelRecorder":
@@ -162,3 +173,40 @@ class ModelRecorder:
             self._metrics.weight_bytes.labels(*self._labels, kind).set(n)
         self._metrics.weight_dense_equivalent_bytes.labels(*self._labels).set(dense_equivalent)
         self._metrics.load_duration.labels(*self._labels).set(load_seconds)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class GpuMemoryCollector(Collector):
+    """GPU memory used/total per device, read at scrape time (torch.cuda.mem_get_info), never cached.
+
+    Reading at scrape time keeps the numbers exact without a polling thread; a device that cannot be read (lost,
+    reset) is skipped rather than failing the whole scrape.
+    """
+
+    def __init__(self, device_count: int | None = None) -> None:
+        if device_count is None:
+            import torch
+
+            device_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        self.device_count = device_count
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        used = GaugeMetricFamily("twofour_gpu_memory_used_bytes", "GPU memory in use on the device (all processes)",
+                                 labels=("device",))
+        total = GaugeMetricFamily("twofour_gpu_memory_total_bytes", "GPU memory on the device", labels=("device",))
+        for index in range(self.device_count):
+            try:
+                import torch
+
+                free, size = torch.cuda.mem_get_info(index)
+            except Exception:  # noqa: BLE001 - one unreadable device must not break /metrics
+                continue
+            used.add_metric([str(index)], float(size - free))
+            total.add_metric([str(index)], float(size))
+        yield used
+        yield total
