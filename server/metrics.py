@@ -79,10 +79,10 @@ class Metrics:
             "twofour_batch_size", "Rows in each executed batch", labels, buckets=BATCH_BUCKETS, registry=r
         )
         self.pending = Gauge("twofour_pending_requests", "Requests queued or running", labels, registry=r)
-        # Counter appends `_total`: twofour_inferences_total / twofour_executions_total. Their ratio is the mean
+        # Counter appends `_total`: twofour_inference_total / twofour_execution_total. Their ratio is the mean
         # executed batch size, the number that tells whether 2:4 kernels are getting batches big enough to pay.
-        self.inferences = Counter("twofour_inferences", "Inferences (rows) computed", labels, registry=r)
-        self.executions = Counter("twofour_executions", "Model executions (batches) run", labels, registry=r)
+        self.inferences = Counter("twofour_inference", "Inferences (rows) computed", labels, registry=r)
+        self.executions = Counter("twofour_execution", "Model executions (batches) run", labels, registry=r)
         self.load_duration = Gauge("twofour_model_load_duration_seconds", "Time the last load took", labels, registry=r)
         self.weight_bytes = Gauge(
             "twofour_weight_bytes", "Resident weight bytes by kind", (*labels, "kind"), registry=r

@@ -34,8 +34,8 @@ def test_series_follow_prometheus_conventions() -> None:
     rec.request_computed(100_000, 10_000, 1_000_000, 20_000)
     rec.batch_executed(4, 10_000, 1_000_000, 20_000)
     names = {name for name, _ in samples(metrics)}
-    for counter in ("twofour_request_success_total", "twofour_request_failure_total", "twofour_inferences_total",
-                    "twofour_executions_total", "process_cpu_seconds_total"):
+    for counter in ("twofour_request_success_total", "twofour_request_failure_total", "twofour_inference_total",
+                    "twofour_execution_total", "process_cpu_seconds_total"):
         assert counter in names
     for hist in ("request", "queue", "compute_input", "compute_infer", "compute_output"):
         assert f"twofour_{hist}_duration_seconds_bucket" in names
@@ -61,8 +61,8 @@ def test_each_observation_moves_prometheus_and_statistics_together() -> None:
     assert value(metrics, "twofour_queue_duration_seconds_count", **MV) == stats.queue.count == 3
     assert value(metrics, "twofour_queue_duration_seconds_sum", **MV) == pytest.approx(stats.queue.ns / 1e9)
     assert value(metrics, "twofour_compute_infer_duration_seconds_sum", **MV) == pytest.approx(stats.compute_infer.ns / 1e9)
-    assert value(metrics, "twofour_inferences_total", **MV) == stats.inference_count == 3
-    assert value(metrics, "twofour_executions_total", **MV) == stats.execution_count == 1
+    assert value(metrics, "twofour_inference_total", **MV) == stats.inference_count == 3
+    assert value(metrics, "twofour_execution_total", **MV) == stats.execution_count == 1
     assert value(metrics, "twofour_batch_size_bucket", le="2.0", **MV) == 0
     assert value(metrics, "twofour_batch_size_bucket", le="4.0", **MV) == 1
     assert sorted(stats.batch) == [3]
