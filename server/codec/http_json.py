@@ -54,32 +54,42 @@ def decode_json_tensor(data: Any, datatype: str, count: int, name: str) -> np.nd
         raise invalid(f"input {name!r}: 'data' must be a JSON array, got {type(data).__name__}")
     dtype = DATATYPES[datatype][0]
     try:
-        if dtype.kind == "f":
-            array = np.asarray(data, dtype=dtype)
-        else:
-            array = np.asarray(data)
+        array = np.asarray(data)  # inferred, then checked: an explicit dtype would parse "1.5" or truncate 1.5
     except (ValueError, TypeError, OverflowError) as exc:
         raise invalid(f"input {name!r}: 'data' is not a regular array of {datatype} values: {exc}") from None
     if array.size != count:
         raise invalid(f"input {name!r}: 'data' holds {array.size} elements but the shape needs {count}")
+    if dtype.kind == "f" and array.dtype.kind not in "fiu" and array.size:
+        raise invalid(f"input {name!r}: {datatype} data must be JSON numbers")
     if dtype.kind != "f" and array.size:
-        array = _exact_cast(array, dtype, datatype, name)
+        array = _exact_integers(data, array, dtype, datatype, name)
     return array.reshape(-1).astype(dtype, copy=False)
 
 
-def _exact_cast(array: np.ndarray, dtype: np.dtype, datatype: str, name: str) -> np.ndarray:
+def _exact_integers(data: list[Any], array: np.ndarray, dtype: np.dtype, datatype: str, name: str) -> np.ndarray:
     """Integers and booleans must arrive as such, in range: JSON 1.5 or 300 for UINT8 is refused, not truncated."""
     if dtype.kind == "b":
         if array.dtype.kind != "b":
             raise invalid(f"input {name!r}: BOOL data must be JSON true/false values")
         return array
-    if array.dtype.kind not in "iub":
-        raise invalid(f"input {name!r}: {datatype} data must be JSON integers within the type's range")
-    info = np.iinfo(dtype)
-    low, high = int(array.min()), int(array.max())
-    if low < info.min or high > info.max:
-        raise invalid(f"input {name!r}: value {low if low < info.min else high} is out of range for {datatype}")
-    return array.astype(dtype)
+    message = f"input {name!r}: {datatype} data must be JSON integers within the type's range"
+    if array.dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        low, high = int(array.min()), int(array.max())
+        if low < info.min or high > info.max:
+            raise invalid(f"input {name!r}: value {low if low < info.min else high} is out of range for {datatype}")
+        return array.astype(dtype)
+    if array.dtype.kind not in "fO":  # strings, booleans
+        raise invalid(message)
+    # numpy found no single integer type (e.g. 0 beside 2**64-1 infers float64, losing digits): re-read the
+    # original numbers one by one. Rare, so the per-element check is affordable and keeps floats out.
+    values = np.asarray(data, dtype=object).reshape(-1).tolist()
+    if not all(type(v) is int for v in values):
+        raise invalid(message)
+    try:
+        return np.asarray(values, dtype=dtype)
+    except OverflowError:
+        raise invalid(message) from None
 
 
 def encode_json_data(array: np.ndarray, datatype: str, name: str) -> np.ndarray:
