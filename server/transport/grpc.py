@@ -27,7 +27,7 @@ from server.transport.grpc_stream import stream_infer
 
 log = logging.getLogger("twofour.grpc")
 
-MESSAGE_HEADROOM = 1024 * 1024  # protobuf framing, names and shapes on top of the tensor bytes
+MESSAGE_HEADROOM = 64 * 1024  # protobuf framing, names and shapes on top of the tensor bytes
 
 Reply = TypeVar("Reply")
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Reply]]
@@ -115,9 +115,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         return await self.infer(request)
 
-    def ModelStreamInfer(self, request_iterator: AsyncIterator[pb.ModelInferRequest],
-                         context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        return stream_infer(self.infer, request_iterator, log)
+    async def ModelStreamInfer(self, request_iterator: AsyncIterator[pb.ModelInferRequest],
+                               context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        # An async generator function, so grpc.aio treats it as a streaming response (not a coroutine).
+        # Per-request failures are answered inside the stream; only a bug in the stream itself lands here.
+        try:
+            async for reply in stream_infer(self.infer, request_iterator, log):
+                yield reply
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            log.exception("gRPC ModelStreamInfer failed")
+            error = as_serving_error(exc)
+            await context.abort(error.status.grpc, error.message)
 
     # -- repository ----------------------------------------------------------------------------------------
     @unary

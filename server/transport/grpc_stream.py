@@ -61,7 +61,7 @@ async def stream_infer(infer: InferFn, requests: AsyncIterator[pb.ModelInferRequ
     """The response side of one stream (grpc.aio iterates it; cancelling it cancels every request in flight)."""
     outbox: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
     running: set[asyncio.Task[None]] = set()
-    reader = asyncio.create_task(_read(infer, requests, outbox, log))
+    reader = asyncio.create_task(_read(infer, requests, outbox, running, log))
     try:
         while (reply := await outbox.get()) is not _DONE:
             yield reply
