@@ -1,0 +1,68 @@
+"""Prometheus series for the GPU runtime: per-layer kernel choice and speedup, and GPU memory.
+
+A custom collector that reads the registry's loaded versions at scrape time, instead of gauges set at load:
+the kernel table then appears and disappears with the model (load, reload, unload) without any bookkeeping,
+and memory is read when Prometheus asks, not when a model happened to load. The app registers it once:
+`metrics.registry.register(GpuCollector(registry))`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import torch
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from server.registry import ModelEntry
+
+LAYER_LABELS = ["model", "version", "layer", "batch"]
+
+
+class Entries(Protocol):
+    def entries(self) -> list[ModelEntry]: ...
+
+
+def _families() -> dict[str, GaugeMetricFamily]:
+    return {
+        "kernel": GaugeMetricFamily("twofour_layer_sparse_kernel",
+                                    "1 when the 2:4 layer runs on the sparse kernel at this batch size, 0 when dense",
+                                    labels=LAYER_LABELS),
+        "speedup": GaugeMetricFamily("twofour_layer_sparse_speedup",
+                                     "Measured dense time / 2:4 time for the layer at this batch size (at load)",
+                                     labels=LAYER_LABELS),
+        "memory": GaugeMetricFamily("twofour_gpu_memory_bytes",
+                                    "GPU memory: allocated/reserved by this process, free/total on the device",
+                                    labels=["gpu", "kind"]),
+    }
+
+
+class GpuCollector(Collector):
+    def __init__(self, registry: Entries) -> None:
+        self._registry = registry
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return list(_families().values())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = _families()
+        for entry in self._registry.entries():
+            for number, loaded in sorted(entry.versions.items()):
+                for layer in loaded.description.details.get("layers", []):
+                    _add_layer(families, entry.name, str(number), layer)
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # never create a CUDA context to scrape
+            for index in range(torch.cuda.device_count()):
+                free, total = torch.cuda.mem_get_info(index)
+                for kind, value in (("allocated", torch.cuda.memory_allocated(index)),
+                                    ("reserved", torch.cuda.memory_reserved(index)), ("free", free),
+                                    ("total", total)):
+                    families["memory"].add_metric([str(index), kind], float(value))
+        yield from families.values()
+
+
+def _add_layer(families: dict[str, GaugeMetricFamily], model: str, version: str, layer: dict[str, Any]) -> None:
+    for bucket in layer.get("buckets", []):
+        labels = [model, version, layer["layer"], str(bucket["batch"])]
+        families["kernel"].add_metric(labels, 1.0 if bucket["kernel"] == "sparse" else 0.0)
+        families["speedup"].add_metric(labels, float(bucket["speedup"]))
