@@ -1,0 +1,99 @@
+"""The Dockerfile builds what the repository holds and runs the server the manifests expect.
+
+No Docker engine exists here, so these checks cover what a build would trip over first (a COPY source missing
+or excluded from the context) and what would be wrong at run time (ports, health path, user, entry point).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tomllib
+from typing import Callable
+
+from server.settings import Settings
+from tests.deploy.dockerfile import DockerIgnore, Instruction, instructions
+from tests.deploy.manifests import ROOT, Doc, find, server_container
+
+MakeSettings = Callable[[dict[str, str], list[str]], Settings]
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def all_instructions() -> list[Instruction]:
+    return instructions(DOCKERFILE)
+
+
+def final_stage() -> list[Instruction]:
+    items = all_instructions()
+    last_from = max(i for i, ins in enumerate(items) if ins.keyword == "FROM")
+    return items[last_from:]
+
+
+def one(stage: list[Instruction], keyword: str) -> Instruction:
+    found = [i for i in stage if i.keyword == keyword]
+    assert len(found) == 1, f"{keyword}: {found}"
+    return found[0]
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return out.splitlines()
+
+
+def test_dockerignore_reader_follows_docker_rules() -> None:
+    rules = DockerIgnore.read(ROOT / ".dockerignore")
+    assert rules.excluded(".venv/bin/python") and rules.excluded("tests/deploy/test_dockerfile.py")
+    assert not rules.excluded("server/cli.py") and not rules.excluded("pyproject.toml")
+    assert rules.excluded("server/__pycache__/cli.cpython-311.pyc") and rules.excluded("__pycache__/x.pyc")
+
+
+def test_every_copy_source_is_tracked_and_in_the_build_context() -> None:
+    ignore = DockerIgnore.read(ROOT / ".dockerignore")
+    files = tracked_files()
+    copies = [i for i in all_instructions() if i.keyword == "COPY" and "--from=" not in i.arguments]
+    assert copies
+    for copy in copies:
+        *sources, _destination = [a for a in copy.exec_form() if not a.startswith("--")]
+        for source in sources:
+            source = source.rstrip("/")
+            under = [f for f in files if f == source or f.startswith(source + "/")]
+            assert under, f"COPY {source}: nothing tracked by git there (a fresh clone would fail the build)"
+            excluded = [f for f in under if ignore.excluded(f)]
+            assert excluded == [], f"COPY {source}: excluded by .dockerignore: {excluded[:5]}"
+
+
+def test_variants_are_stages_chosen_by_the_build_argument() -> None:
+    items = all_instructions()
+    stages = {i.arguments.split()[-1] for i in items if i.keyword == "FROM" and " AS " in i.arguments.upper()}
+    assert {"build-cpu", "runtime-cpu", "build-gpu", "runtime-gpu", "final"} <= stages
+    assert any(i.keyword == "ARG" and i.arguments == "VARIANT=cpu" for i in items)
+    assert one(final_stage(), "FROM").arguments == "runtime-${VARIANT} AS final"
+    runs = " ".join(i.arguments for i in items if i.keyword == "RUN")
+    assert "-c constraints-cpu.txt" in runs, "CPU install pins torch like the README's"
+    assert "grep -v '^torch=='" in runs and "--system-site-packages" in runs, "GPU keeps the base image's torch"
+
+
+def test_ports_health_and_entrypoint_are_the_servers(effective_settings: MakeSettings) -> None:
+    stage = final_stage()
+    env = dict(item.split("=", 1) for i in stage if i.keyword == "ENV" for item in i.exec_form())
+    twofour = {k: v for k, v in env.items() if k.startswith("TWOFOUR_")}
+    assert set(twofour) <= {f"TWOFOUR_{n.upper()}" for n in Settings.model_fields}
+    command = one(stage, "ENTRYPOINT").exec_form() + one(stage, "CMD").exec_form()
+    assert command[:2] == ["twofour", "serve"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["twofour"] == "server.cli:main"
+    settings = effective_settings(twofour, command[2:])
+    assert str(settings.model_repository) == "/models"
+    exposed = sorted(int(p) for p in one(stage, "EXPOSE").exec_form())
+    assert exposed == sorted(settings.enabled_listeners().values()) == [8000, 8001, 8002]
+    health = one(stage, "HEALTHCHECK").arguments
+    assert "/v2/health/ready" in health and "TWOFOUR_HTTP_PORT" in health
+
+
+def test_runs_as_the_non_root_user_the_manifests_declare(rendered: dict[str, list[Doc]]) -> None:
+    user = one(final_stage(), "USER").arguments
+    uid, gid = (int(x) for x in user.split(":"))
+    assert uid != 0 and gid != 0
+    for docs in rendered.values():
+        pod = find(docs, "Deployment", "twofour")["spec"]["template"]["spec"]
+        assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (uid, gid)
+        assert server_container(docs)["image"].startswith("twofour:")
