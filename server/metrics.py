@@ -199,10 +199,13 @@ class GpuMemoryCollector(Collector):
         used = GaugeMetricFamily("twofour_gpu_memory_used_bytes", "GPU memory in use on the device (all processes)",
                                  labels=("device",))
         total = GaugeMetricFamily("twofour_gpu_memory_total_bytes", "GPU memory on the device", labels=("device",))
-        for index in range(self.device_count):
-            try:
-                import torch
+        import torch
 
+        # never create a CUDA context just to be scraped: before the runtime initialises CUDA there is nothing of
+        # ours on the device to report
+        initialised = self.device_count and torch.cuda.is_initialized()
+        for index in range(self.device_count if initialised else 0):
+            try:
                 free, size = torch.cuda.mem_get_info(index)
             except Exception:  # noqa: BLE001 - one unreadable device must not break /metrics
                 continue
