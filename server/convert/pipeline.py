@@ -1,0 +1,106 @@
+"""`twofour convert` end to end: load -> select -> calibrate + prune (+ recover) -> write -> evaluate -> commit.
+
+The repository is touched only by the final rename, so a failure anywhere (bad data, a rejected accuracy drop)
+leaves it as it was. Deterministic: fixed seeds, data in file order, sorted tensors, fixed archive names.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from server.convert import evaluate
+from server.convert.calibration import load_dataset
+from server.convert.methods import METHODS
+from server.convert.prune import Pruner
+from server.convert.recover import RecoverOptions
+from server.convert.report import build_report, layer_rows
+from server.convert.selection import select
+from server.convert.sources import load_source
+from server.convert.writer import Staging, build_config
+
+
+class ConversionRejected(ValueError):
+    """--max-accuracy-drop was exceeded; nothing was written."""
+
+
+@dataclass
+class ConvertOptions:
+    source: Path
+    name: str
+    output_repository: Path
+    calibration: Path
+    method: str = "sparsegpt"
+    version: int | None = None
+    calibration_samples: int | None = 128
+    evaluation: Path | None = None
+    skip: list[str] = field(default_factory=list)
+    only: list[str] = field(default_factory=list)
+    max_batch_size: int = 64
+    dynamic_batching: bool = True
+    max_accuracy_drop: float | None = None
+    recover: RecoverOptions | None = None
+    show_progress: bool = True
+
+
+@dataclass
+class ConvertResult:
+    version_dir: Path
+    report: dict
+
+
+def convert(options: ConvertOptions) -> ConvertResult:
+    if options.method not in METHODS:
+        raise ValueError(f"unknown method {options.method!r}; choose one of {sorted(METHODS)}")
+    if options.max_batch_size < 1:
+        raise ValueError("--max-batch-size must be at least 1")
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    source = load_source(options.source, options.max_batch_size)
+    calibration = load_dataset(options.calibration, source, options.calibration_samples)
+    held_out = load_dataset(options.evaluation, source) if options.evaluation else calibration
+    decisions = select(source.targets, source.heads, options.only, options.skip)
+    if not any(d.sparse for d in decisions):
+        reasons = "; ".join(f"{d.target.name}: {d.reason}" for d in decisions) or "the model has no linear layers"
+        raise ValueError(f"no layer can be made 2:4 sparse ({reasons})")
+    reference = evaluate.dense_outputs(source, held_out)
+    for p in source.model.parameters():
+        p.requires_grad_(False)
+    outcome = Pruner(source, decisions, options.method, options.recover, options.show_progress).run(calibration.batches)
+
+    program = source.export()
+    # The program's parameter names, with the values of the pruned module (a loaded .pt2 program still holds
+    # the dense originals; an HF export holds the pruned tensors, and both share names with source.model).
+    pruned_state = source.model.state_dict()
+    weights = {k: pruned_state.get(k, v).detach().clone() for k, v in program.module().state_dict().items()}
+    sparse = {d.target.weight_name for d in decisions if d.sparse}
+    missing = sorted(sparse - weights.keys())
+    if missing:
+        raise RuntimeError(f"pruned weights {missing} are not in the exported program's state dict")
+    config = build_config(options.name, source, options.max_batch_size, options.dynamic_batching)
+    staging = Staging(options.output_repository, options.name, options.version)
+    try:
+        staging.write_model(config, program, weights, sparse)
+        scores = evaluate.compare(source, held_out, reference, evaluate.written_outputs(staging.dir, config, held_out))
+        dense_bytes = sum(t.numel() * t.element_size() for t in weights.values())
+        stored_bytes = dense_bytes - sum(
+            weights[n].numel() * weights[n].element_size() - (weights[n].numel() // 2 * weights[n].element_size()
+                                                             + weights[n].numel() // 8) for n in sparse)
+        report = build_report(
+            source_label=source.label, source_kind=source.kind, method=options.method,
+            recover=None if options.recover is None else vars(options.recover).copy(),
+            calibration=calibration, evaluation=scores, evaluation_is_calibration=options.evaluation is None,
+            layers=layer_rows(decisions, outcome, options.method), dense_bytes=dense_bytes,
+            stored_bytes=stored_bytes, seconds=time.perf_counter() - started, distil_loss=outcome.distil_loss,
+            extra=source.extra)
+        if options.max_accuracy_drop is not None and scores["drop"] > options.max_accuracy_drop:
+            raise ConversionRejected(
+                f"conversion rejected: the evaluation drop is {scores['drop']:.4f} points, more than "
+                f"--max-accuracy-drop {options.max_accuracy_drop}; nothing was written")
+        staging.write_report(report)
+        return ConvertResult(staging.commit(), report)
+    finally:
+        staging.discard()

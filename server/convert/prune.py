@@ -1,0 +1,235 @@
+"""Prune a source in order, block by block, so every layer is calibrated on inputs from the already-pruned layers.
+
+Units: a model with transformer blocks is processed one block at a time (the SparseGPT recipe): the block's inputs
+are cached for the pruned model and for the dense model. Inside a unit, layers that read the same tensor (q, k, v)
+form a group; groups are pruned in execution order, each from a fresh pass whose statistics include the earlier
+groups' pruning (the pass stops as soon as the group's input has been seen). A model without blocks is one unit.
+With recovery, each unit's kept weights are refit and distilled against the dense unit's outputs before the next
+unit's inputs are computed. Layers outside every block (e.g. a named head) are handled by a final whole-model unit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from server.convert.calibration import Batch
+from server.convert.layers import Target
+from server.convert.methods import METHODS, LayerStats, output_error
+from server.convert.recover import RecoverOptions, distil, refit
+from server.convert.selection import Decision
+from server.convert.sources import Source, forward
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the statistics it needs are collected."""
+
+
+@dataclass
+class LayerOutcome:
+    name: str
+    zero_fraction: float
+    output_error: float | None
+    samples: int
+
+
+@dataclass
+class PruneOutcome:
+    layers: dict[str, LayerOutcome] = field(default_factory=dict)  # by weight name
+    distil_loss: dict[str, list[float]] = field(default_factory=dict)  # by unit name
+    seconds: float = 0.0
+
+
+def _first(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _flat_outputs(outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([v.reshape(v.shape[0], -1) for v in outputs.values() if v.is_floating_point()], dim=1)
+
+
+class Pruner:
+    def __init__(self, source: Source, decisions: list[Decision], method: str,
+                 recover: RecoverOptions | None, show_progress: bool = True) -> None:
+        self.source = source
+        self.method = METHODS[method]
+        self.recover = recover
+        self.selected = [d.target for d in decisions if d.sparse]
+        self.show_progress = show_progress
+        self.token_mask: torch.Tensor | None = None
+        self.outcome = PruneOutcome()
+        self.masks: dict[str, torch.Tensor] = {}
+
+    # -- passes -------------------------------------------------------------------------------------------
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.token_mask
+        if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):
+            return x[mask]
+        return x.reshape(-1, x.shape[-1])
+
+    def _groups(self, run: Callable[[int], Any], targets: list[Target]) -> list[list[Target]]:
+        """Layers in call order, grouped by the exact input tensor they read (one pass on batch 0)."""
+        seen: list[tuple[Target, torch.Tensor]] = []
+        handles = [t.hook.register_forward_pre_hook(
+            lambda m, args, t=t: seen.append((t, args[0])) if all(s[0] is not t for s in seen) else None)
+            for t in targets]
+        try:
+            with torch.no_grad():
+                run(0)
+        finally:
+            for h in handles:
+                h.remove()
+        groups: list[list[Target]] = []
+        for target, x in seen:
+            for group in groups:
+                if group[0][1] is x:
+                    group.append((target, x))
+                    break
+            else:
+                groups.append([(target, x)])
+        return [[t for t, _ in g] for g in groups]
+
+    def _stats(self, run: Callable[[int], Any], count: int, target: Target) -> LayerStats:
+        stats = LayerStats.empty(target.shape[1])
+
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            stats.add(self._rows(args[0]))
+            raise _Stop
+
+        handle = target.hook.register_forward_pre_hook(hook)
+        try:
+            with torch.no_grad():
+                for i in range(count):
+                    try:
+                        run(i)
+                    except _Stop:
+                        pass
+        finally:
+            handle.remove()
+        return stats
+
+    # -- one unit -------------------------------------------------------------------------------------------
+    def _prune_unit(self, name: str, run: Callable[[int], Any], masks_of: list[torch.Tensor | None],
+                    targets: list[Target], dense_outputs: list[torch.Tensor] | None, bar: tqdm) -> None:
+        count = len(masks_of)
+        groups = self._groups(run, targets)
+        called = {id(t) for g in groups for t in g}
+        pending: list[tuple[Target, torch.Tensor, LayerStats | None]] = []
+        for target in targets:
+            if id(target) not in called:  # never reached by the calibration data: stats-free methods only
+                pending.append((target, target.param.detach().clone(), None))
+        for group in groups:
+            stats = self._stats(run, count, group[0])
+            for target in group:
+                dense = target.param.detach().clone()
+                pruned = self.method(dense, stats)
+                weight = pruned.weight
+                if self.recover is not None:
+                    weight = refit(dense, pruned.mask, stats, self.recover.damp, self.recover.rows_per_solve)
+                with torch.no_grad():
+                    target.param.copy_(weight)
+                self.masks[target.weight_name] = pruned.mask
+                pending.append((target, dense, stats))
+                bar.update(1)
+        for target, dense, stats in pending:
+            if target.weight_name not in self.masks:  # unreached layer
+                pruned = self.method(dense, None)
+                with torch.no_grad():
+                    target.param.copy_(pruned.weight)
+                self.masks[target.weight_name] = pruned.mask
+                bar.update(1)
+        if self.recover is not None and dense_outputs is not None and pending:
+            weights = [t.param for t, _, _ in pending]
+            biases = [b for t, _, _ in pending if (b := _bias_of(self.source, t)) is not None]
+            self.outcome.distil_loss[name] = distil(
+                lambda i: run(i), dense_outputs, [self.masks[t.weight_name] for t, _, _ in pending],
+                weights, biases, masks_of, self.recover)
+        for target, dense, stats in pending:
+            final = target.param.detach()
+            self.outcome.layers[target.weight_name] = LayerOutcome(
+                target.name, float((final == 0).float().mean()), output_error(dense, final, stats),
+                0 if stats is None else stats.samples)
+
+    # -- the whole model ------------------------------------------------------------------------------------
+    def run(self, batches: list[Batch]) -> PruneOutcome:
+        start = time.perf_counter()
+        token_masks = [b.token_mask for b in batches]
+        with tqdm(total=len(self.selected), desc="pruning layers", unit="layer", disable=not self.show_progress) as bar:
+            remaining = list(self.selected)
+            if self.source.blocks:
+                remaining = self._run_blocks(batches, token_masks, remaining, bar)
+            if remaining:
+                def run_model(i: int) -> torch.Tensor:
+                    self.token_mask = token_masks[i]
+                    return _flat_outputs(forward(self.source, batches[i].inputs))
+
+                dense = None
+                if self.recover is not None:
+                    with torch.no_grad():
+                        dense = [run_model(i) for i in range(len(batches))]
+                self._prune_unit("model", run_model, token_masks, remaining, dense, bar)
+        self.outcome.seconds = time.perf_counter() - start
+        return self.outcome
+
+    def _run_blocks(self, batches: list[Batch], token_masks: list[torch.Tensor | None], remaining: list[Target],
+                    bar: tqdm) -> list[Target]:
+        captured: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+        def catch(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            captured.append((args, kwargs))
+            raise _Stop
+
+        handle = self.source.blocks[0].register_forward_pre_hook(catch, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                for batch in tqdm(batches, desc="calibration inputs", unit="batch", disable=not self.show_progress):
+                    try:
+                        forward(self.source, batch.inputs)
+                    except _Stop:
+                        pass
+        finally:
+            handle.remove()
+        dense_in = list(captured)
+        pruned_in = list(captured)
+        for index, block in enumerate(self.source.blocks):
+            inside = {id(m) for m in block.modules()}
+            targets = [t for t in remaining if id(t.hook) in inside]
+            remaining = [t for t in remaining if id(t.hook) not in inside]
+            with torch.no_grad():
+                dense_out = [_first(block(*a, **k)) for a, k in dense_in]
+
+            def run_block(i: int, block: nn.Module = block) -> torch.Tensor:
+                self.token_mask = token_masks[i]
+                args, kwargs = pruned_in[i]
+                return _first(block(*args, **kwargs))
+
+            if targets:
+                self._prune_unit(f"block {index}", run_block, token_masks, targets, dense_out, bar)
+            with torch.no_grad():
+                pruned_out = [run_block(i) for i in range(len(batches))]
+            dense_in = [_replace_hidden(a, k, o) for (a, k), o in zip(dense_in, dense_out)]
+            pruned_in = [_replace_hidden(a, k, o) for (a, k), o in zip(pruned_in, pruned_out)]
+        return remaining
+
+
+def _replace_hidden(args: tuple[Any, ...], kwargs: dict[str, Any], hidden: torch.Tensor) -> tuple[Any, Any]:
+    if args:
+        return (hidden,) + tuple(args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
+
+
+def _bias_of(source: Source, target: Target) -> torch.Tensor | None:
+    bias = getattr(target.hook, "bias", None)
+    if isinstance(bias, torch.Tensor):
+        return bias
+    if target.weight_name.endswith(".weight"):
+        try:
+            return source.model.get_parameter(target.weight_name[: -len(".weight")] + ".bias")
+        except AttributeError:
+            return None
+    return None

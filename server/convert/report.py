@@ -1,0 +1,105 @@
+"""The conversion report: sparsity.json in the version directory, and the table printed at the end.
+
+sparsity.json is written with sorted keys and rounded floats so two runs on the same inputs produce the same file;
+the one field that differs between runs is `conversion.seconds` (how long it took).
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from server import __version__
+from server.convert.calibration import Dataset
+from server.convert.prune import PruneOutcome
+from server.convert.selection import Decision
+
+FORMAT = "twofour.sparsity/1"
+
+
+def _bytes_of(shape: tuple[int, int], element: int, sparse: bool) -> int:
+    rows, cols = shape
+    return rows * cols // 2 * element + rows * cols // 8 if sparse else rows * cols * element
+
+
+def layer_rows(decisions: list[Decision], outcome: PruneOutcome, method: str) -> list[dict[str, Any]]:
+    rows = []
+    for d in decisions:
+        element = d.target.param.element_size()
+        done = outcome.layers.get(d.target.weight_name)
+        error = None if done is None or done.output_error is None else round(done.output_error, 6)
+        rows.append({
+            "name": d.target.name, "weight": d.target.weight_name, "shape": list(d.target.shape),
+            "sparse": d.sparse, "reason": d.reason, "method": method if d.sparse else None,
+            "fraction_zero": round(float((d.target.param == 0).float().mean()), 6),
+            "relative_output_error": error,
+            "calibration_rows": None if done is None else done.samples,
+            "dense_bytes": _bytes_of(d.target.shape, element, False),
+            "stored_bytes": _bytes_of(d.target.shape, element, d.sparse),
+        })
+    return rows
+
+
+def build_report(*, source_label: str, source_kind: str, method: str, recover: dict[str, Any] | None,
+                 calibration: Dataset, evaluation: dict[str, Any], evaluation_is_calibration: bool,
+                 layers: list[dict[str, Any]], dense_bytes: int, stored_bytes: int, seconds: float,
+                 distil_loss: dict[str, list[float]], extra: dict[str, Any]) -> dict[str, Any]:
+    versions = {"torch": torch.__version__, "twofour": __version__, "python": platform.python_version()}
+    if source_kind == "huggingface":
+        import transformers
+
+        versions["transformers"] = transformers.__version__
+    return {
+        "format": FORMAT,
+        "source": {"name": source_label, "kind": source_kind, **extra},
+        "method": method,
+        "recover": recover,
+        "calibration": {"data": calibration.label, "sha256": calibration.sha256, "samples": calibration.samples},
+        "evaluation": {**evaluation, "is_calibration_data": evaluation_is_calibration},
+        "layers": layers,
+        "totals": {"sparse_layers": sum(1 for r in layers if r["sparse"]),
+                   "dense_layers": sum(1 for r in layers if not r["sparse"]),
+                   "dense_bytes": dense_bytes, "stored_bytes": stored_bytes,
+                   "ratio": round(stored_bytes / dense_bytes, 6) if dense_bytes else 1.0},
+        "distillation_loss": {k: [round(v, 6) for v in losses] for k, losses in distil_loss.items()},
+        "conversion": {"seconds": round(seconds, 1)},
+        "versions": versions,
+    }
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    """Per-layer table, then the model-level summary."""
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console.width = max(console.width, 140)  # logs and pipes: keep one layer per line
+    table = Table(title=f"{report['source']['name']}: {report['method']} 2:4", show_lines=False)
+    for column in ("layer", "shape", "2:4", "zero", "rel. out err", "dense", "stored", "note"):
+        table.add_column(column, justify="right" if column in ("zero", "rel. out err", "dense", "stored") else "left")
+    for row in report["layers"]:
+        error = row["relative_output_error"]
+        table.add_row(row["name"], "x".join(map(str, row["shape"])), "yes" if row["sparse"] else "no",
+                      f"{row['fraction_zero']:.3f}", "-" if error is None else f"{error:.4f}",
+                      _mib(row["dense_bytes"]), _mib(row["stored_bytes"]), row["reason"])
+    console.print(table)
+    totals = report["totals"]
+    evaluation = report["evaluation"]
+    console.print(f"weights: {_mib(totals['dense_bytes'])} dense -> {_mib(totals['stored_bytes'])} stored "
+                  f"({totals['ratio']:.2%}); {totals['sparse_layers']} layers 2:4, {totals['dense_layers']} dense")
+    where = "calibration data" if evaluation.get("is_calibration_data") else evaluation["data"]
+    for name, figures in evaluation["outputs"].items():
+        console.print(f"{name} on {where} ({evaluation['samples']} samples): mean cosine {figures['mean_cosine']:.4f}, "
+                      f"min {figures['min_cosine']:.4f}, max abs error {figures['max_abs_error']:.4g}")
+    if "top1_agreement" in evaluation:
+        console.print(f"top-1 agreement with dense: {evaluation['top1_agreement']:.2%}")
+    if "accuracy" in evaluation:
+        console.print(f"accuracy: dense {evaluation['dense_accuracy']:.2f}% -> 2:4 {evaluation['accuracy']:.2f}%")
+    console.print(f"took {report['conversion']['seconds']:.1f} s")
