@@ -9,8 +9,12 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import torch
-from tritonclient.grpc import model_config_pb2 as mc
+
+if TYPE_CHECKING:  # only for hints: bench/gpu.py imports these modules on a GPU box with torch alone
+    from tritonclient.grpc import model_config_pb2 as mc
 
 DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 CONFIG_DTYPE_KEY = "dtype"  # config.pbtxt: parameters { key: "dtype" value { string_value: "bfloat16" } }
@@ -98,6 +102,8 @@ def gpu_index(config: mc.ModelConfig, device_count: int) -> int | None:
     KIND_GPU groups list `gpus` (all GPUs when empty). The model is placed on the first listed GPU; further
     GPUs are not replicated onto (one copy per model version), which the report states.
     """
+    from tritonclient.grpc import model_config_pb2 as mc
+
     groups = list(config.instance_group)
     gpu_groups = [g for g in groups if g.kind == mc.ModelInstanceGroup.KIND_GPU]
     if groups and not gpu_groups and all(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in groups):

@@ -1,0 +1,46 @@
+"""A BERT-base-shaped 2:4 model for the GPU tests and bench/gpu.py: encoder MLP blocks, built and pruned here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from tests.support.models import prune_2_4, write_model
+
+CONFIG = """
+name: "{name}"
+max_batch_size: {max_batch}
+input [{{ name: "X" data_type: TYPE_FP32 dims: [{hidden}] }}]
+output [{{ name: "Y" data_type: TYPE_FP32 dims: [{hidden}] }}]
+{extra}
+"""
+
+
+class EncoderMLP(torch.nn.Module):
+    """`blocks` residual MLPs hidden -> 4*hidden -> hidden with LayerNorm, every linear pruned 2:4."""
+
+    def __init__(self, hidden: int = 768, blocks: int = 2, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.up = torch.nn.ModuleList(torch.nn.Linear(hidden, 4 * hidden) for _ in range(blocks))
+        self.down = torch.nn.ModuleList(torch.nn.Linear(4 * hidden, hidden) for _ in range(blocks))
+        self.norm = torch.nn.ModuleList(torch.nn.LayerNorm(hidden) for _ in range(blocks))
+        with torch.no_grad():
+            for layer in [*self.up, *self.down]:
+                layer.weight.copy_(prune_2_4(layer.weight))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for up, down, norm in zip(self.up, self.down, self.norm):
+            x = norm(x + down(torch.nn.functional.gelu(up(x))))
+        return x
+
+    def sparse_names(self) -> set[str]:
+        return {n for n, _ in self.named_parameters() if n.startswith(("up.", "down.")) and n.endswith(".weight")}
+
+
+def write_encoder(root: Path, name: str, model: EncoderMLP, hidden: int, max_batch: int, sparse: bool = True,
+                  extra: str = "") -> None:
+    write_model(root, name, model.eval(), (torch.randn(2, hidden),),
+                CONFIG.format(name=name, max_batch=max_batch, hidden=hidden, extra=extra),
+                sparse=model.sparse_names() if sparse else set())
