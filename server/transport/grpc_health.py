@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.dataplane import DataPlane
+from server.errors import STATUS, ErrorKind
 
 # Service names a probe may ask about: "" is the whole server (the convention), plus the inference service.
 SERVICES = ("", "inference.GRPCInferenceService")
@@ -33,7 +34,7 @@ class ReadinessHealthServicer(health_pb2_grpc.HealthServicer):
     async def Check(self, request: health_pb2.HealthCheckRequest,
                     context: grpc.aio.ServicerContext) -> health_pb2.HealthCheckResponse:
         if request.service not in SERVICES:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}; ask about ''")
+            await context.abort(STATUS[ErrorKind.NOT_FOUND].grpc, f"unknown service {request.service!r}; ask about ''")
         return health_pb2.HealthCheckResponse(status=self._status())
 
     async def Watch(self, request: health_pb2.HealthCheckRequest,

@@ -4,7 +4,8 @@ Running the requests concurrently lets the dynamic batcher merge requests of one
 perf_analyzer's streaming mode drives a server). A request that fails is answered with `error_message` (and its
 id, so the client can match it) and the stream carries on; only the client closing the stream, or the server
 stopping, ends it. When the stream ends early, every request still running is cancelled, which drops its queued
-work in the batcher.
+work in the batcher. At most `window` requests per stream are unanswered or unsent at a time: beyond that the
+server stops reading, so HTTP/2 flow control pushes back on a client that sends faster than it reads.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from server.errors import ErrorKind, as_serving_error
 
 InferFn = Callable[[pb.ModelInferRequest], Awaitable[pb.ModelInferResponse]]
 _DONE = None  # sentinel in the outbox: the reader finished and every request was answered
+WINDOW = 256  # requests of one stream in flight or answered-but-unsent; the batcher's queue bounds the rest
 
 
 def error_reply(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
@@ -43,10 +45,11 @@ async def _answer(infer: InferFn, request: pb.ModelInferRequest, outbox: asyncio
 
 
 async def _read(infer: InferFn, requests: AsyncIterator[pb.ModelInferRequest], outbox: asyncio.Queue,
-                running: set[asyncio.Task[None]], log: logging.Logger) -> None:
+                running: set[asyncio.Task[None]], slots: asyncio.Semaphore, log: logging.Logger) -> None:
     """Start a task per incoming request; when the client half-closes, wait for them and post the sentinel."""
     try:
         async for request in requests:
+            await slots.acquire()  # released when the reply has been handed to grpc
             task = asyncio.create_task(_answer(infer, request, outbox, log))
             running.add(task)
             task.add_done_callback(running.discard)
@@ -56,15 +59,17 @@ async def _read(infer: InferFn, requests: AsyncIterator[pb.ModelInferRequest], o
         outbox.put_nowait(_DONE)
 
 
-async def stream_infer(infer: InferFn, requests: AsyncIterator[pb.ModelInferRequest],
-                       log: logging.Logger) -> AsyncIterator[pb.ModelStreamInferResponse]:
+async def stream_infer(infer: InferFn, requests: AsyncIterator[pb.ModelInferRequest], log: logging.Logger,
+                       window: int = WINDOW) -> AsyncIterator[pb.ModelStreamInferResponse]:
     """The response side of one stream (grpc.aio iterates it; cancelling it cancels every request in flight)."""
     outbox: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
     running: set[asyncio.Task[None]] = set()
-    reader = asyncio.create_task(_read(infer, requests, outbox, running, log))
+    slots = asyncio.Semaphore(window)
+    reader = asyncio.create_task(_read(infer, requests, outbox, running, slots, log))
     try:
         while (reply := await outbox.get()) is not _DONE:
             yield reply
+            slots.release()
         if reader.done() and not reader.cancelled() and reader.exception() is not None:
             log.warning("gRPC stream closed by a read error: %s", reader.exception())
     finally:
