@@ -2,6 +2,7 @@
 # Offline validation of the deployment files; exits non-zero on any finding.
 #   hadolint  Dockerfile (every rule, down to style; justified exceptions are inline `# hadolint ignore=`)
 #   yamllint  deploy/ (strict: warnings fail)
+#   ShellCheck on deploy/*.sh
 #   kubectl kustomize  renders the base and every overlay (kustomize v5 inside kubectl)
 #   deploy/check.py    validates the rendered output and deploy/kserve: built-in kinds with kubernetes-validate
 #                      --strict against Kubernetes $K8S_VERSION, custom resources against deploy/schemas
@@ -30,6 +31,9 @@ step "hadolint $("$BIN/hadolint" --version)"
 
 step "yamllint $("$BIN/yamllint" --version)"
 "$BIN/yamllint" --strict -c deploy/.yamllint.yaml deploy/
+
+step "$("$BIN/shellcheck" --version | sed -n 2p | sed 's/^/shellcheck /')"
+"$BIN/shellcheck" deploy/*.sh
 
 step "kubectl kustomize ($("$BIN/kubectl" version --client | tr '\n' ' '))"
 rendered=()
