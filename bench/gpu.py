@@ -1,0 +1,188 @@
+"""2:4 on the GPU: one script for a lent GPU machine (a few minutes of device time). Prints four tables:
+
+  (a) per-layer time, dense vs 2:4 (cuSPARSELt and CUTLASS), for 4096x4096, 8192x8192 and BERT-base/large MLP
+      shapes at 1..4096 tokens (medians of CUDA-event windows);
+  (b) end-to-end served throughput of a BERT-size encoder, dense vs 2:4, batch 1..256, through the real server
+      (`twofour serve --device cuda`) and tritonclient -- only where the server's dependencies are importable;
+  (c) GPU bytes of each weight, dense vs the 2:4 layout (tensor bytes and the allocator's delta);
+  (d) correctness: 2:4 kernel vs dense fp16/bf16 on the same pruned weight (relative error), fp32 refused.
+
+Parts (a), (c), (d) import torch and the runtime's torch-only modules, nothing else. Usage:
+
+    python bench/gpu.py                    # everything (b skipped when its deps are missing)
+    python bench/gpu.py --parts a,c,d      # kernels only
+    python bench/gpu.py --smoke            # CPU dry run with a dense stand-in kernel: NOT a measurement
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from server.runtime.gpu_layers import tensor_bytes  # noqa: E402  (torch-only modules)
+from server.runtime.gpu_timing import SemiStructuredKernel, available_backend, random_2_4, time_cuda  # noqa: E402
+
+SHAPES = [("square 4096", 4096, 4096), ("square 8192", 8192, 8192), ("bert-base fc1", 3072, 768),
+          ("bert-base fc2", 768, 3072), ("bert-large fc1", 4096, 1024), ("bert-large fc2", 1024, 4096)]
+TOKENS = [2 ** i for i in range(13)]  # 1 .. 4096
+SMOKE_SHAPES = [("smoke 64x128", 64, 128), ("smoke 128x64", 128, 64)]
+
+
+class StandIn:
+    """--smoke only: dense math behind the kernel's interface, so the script's plumbing runs on a CPU."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, backend: str) -> None:
+        if weight.dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"2:4 kernels run in float16/bfloat16 only, got {weight.dtype}")
+        self.weight, self.bias = weight.clone(), bias
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class Bench:
+    def __init__(self, smoke: bool, dtype: torch.dtype) -> None:
+        self.smoke, self.dtype = smoke, dtype
+        self.device = torch.device("cpu" if smoke else "cuda")
+        self.kernel_class: Callable[..., Any] = StandIn if smoke else SemiStructuredKernel
+        self.backends = ["stand-in"] if smoke else (["cusparselt", "cutlass"] if available_backend() == "cusparselt"
+                                                    else ["cutlass"])
+        self.shapes = SMOKE_SHAPES if smoke else SHAPES
+        self.tokens = [1, 8, 64] if smoke else TOKENS
+
+    def time(self, call: Callable[[], object]) -> float:
+        if not self.smoke:
+            return time_cuda(call, warmup=3, repeats=5, inner=10)
+        samples = []
+        for _ in range(5):
+            start = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - start)
+        return statistics.median(samples)
+
+    def kernel(self, weight: torch.Tensor, bias: torch.Tensor | None, backend: str) -> Any:
+        return self.kernel_class(weight, bias, backend)
+
+    def weight(self, rows: int, cols: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return random_2_4(rows, cols, dtype or self.dtype, self.device)
+
+
+def part_a(b: Bench) -> None:
+    print(f"\n(a) per-layer time, {str(b.dtype)[6:]}, bias on; ratio = dense / 2:4 (> 1: 2:4 faster)")
+    head = f"{'layer':<16} {'out x in':>11} {'tokens':>6} {'dense us':>9}"
+    print(head + "".join(f" {k + ' us':>15} {'ratio':>6}" for k in b.backends))
+    best: dict[str, float] = {}
+    for name, rows, cols in b.shapes:
+        weight = b.weight(rows, cols)
+        bias = torch.zeros(rows, dtype=b.dtype, device=b.device)
+        kernels = [b.kernel(weight, bias, k) for k in b.backends]
+        for tokens in b.tokens:
+            x = torch.randn(tokens, cols, dtype=b.dtype, device=b.device)
+            with torch.inference_mode():
+                dense = b.time(lambda: F.linear(x, weight, bias))
+                sparse = [b.time(lambda k=k: k(x)) for k in kernels]  # type: ignore[misc]
+            line = f"{name:<16} {f'{rows}x{cols}':>11} {tokens:>6} {dense * 1e6:>9.1f}"
+            line += "".join(f" {s * 1e6:>15.1f} {dense / s:>5.2f}x" for s in sparse)
+            print(line)
+            if tokens >= 1024:
+                best[name] = max(best.get(name, 0.0), max(dense / s for s in sparse))
+        del weight, kernels
+    if best:
+        print("best ratio at >= 1024 tokens (target >= 1.25x on large GEMMs): " +
+              ", ".join(f"{n} {r:.2f}x" for n, r in best.items()))
+
+
+def part_c(b: Bench) -> None:
+    print("\n(c) GPU bytes of one weight: dense vs 2:4 layout (target <= 0.6x)")
+    print(f"{'layer':<16} {'out x in':>11} {'backend':>10} {'dense B':>12} {'2:4 B':>12} {'ratio':>6} "
+          f"{'alloc delta B':>14}")
+    for name, rows, cols in b.shapes:
+        weight = b.weight(rows, cols)
+        for backend in b.backends:
+            if not b.smoke:
+                torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated() if not b.smoke else 0
+            kernel = b.kernel(weight, None, backend)
+            delta = (torch.cuda.memory_allocated() - before) if not b.smoke else -1
+            dense, sparse = tensor_bytes(weight), tensor_bytes(kernel.weight)
+            print(f"{name:<16} {f'{rows}x{cols}':>11} {backend:>10} {dense:>12} {sparse:>12} "
+                  f"{sparse / dense:>5.3f}x {delta:>14}")
+            del kernel
+        del weight
+
+
+def part_d(b: Bench) -> None:
+    print("\n(d) correctness on the same pruned weight, 37 and 256 tokens (37 exercises row padding)")
+    print(f"{'layer':<16} {'dtype':>9} {'backend':>10} {'tokens':>6} {'rel err vs dense':>17} {'vs fp32 ref':>12}"
+          f" {'ok':>3}")
+    failures = 0
+    for name, rows, cols in b.shapes:
+        for dtype in (torch.float16, torch.bfloat16):
+            weight = b.weight(rows, cols, dtype)
+            bias = torch.randn(rows, dtype=dtype, device=b.device)
+            for backend in b.backends:
+                kernel = b.kernel(weight, bias, backend)
+                for tokens in (37, 256):
+                    x = torch.randn(tokens, cols, dtype=dtype, device=b.device)
+                    with torch.inference_mode():
+                        dense = F.linear(x, weight, bias).float()
+                        sparse = kernel(x).float()
+                        ref = F.linear(x.float(), weight.float(), bias.float())
+                    err = float((sparse - dense).norm() / dense.norm())
+                    err_ref = float((sparse - ref).norm() / ref.norm())
+                    ok = err <= 1e-2
+                    failures += not ok
+                    print(f"{name:<16} {str(dtype)[6:]:>9} {backend:>10} {tokens:>6} {err:>17.2e} {err_ref:>12.2e}"
+                          f" {'yes' if ok else 'NO':>3}")
+    try:
+        b.kernel(b.weight(64, 64, torch.float32), None, b.backends[0])
+        print("fp32 weight: ACCEPTED by the kernel wrapper (must be refused)")
+        failures += 1
+    except ValueError as exc:
+        print(f"fp32 weight refused: {exc}")
+    print(f"correctness: {'all within 1e-2' if not failures else f'{failures} FAILED'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="a,b,c,d", help="comma list of a,b,c,d")
+    parser.add_argument("--dtype", choices=["float16", "bfloat16"], default="float16", help="dtype for (a), (c)")
+    parser.add_argument("--smoke", action="store_true", help="CPU dry run with a dense stand-in (not a measurement)")
+    parser.add_argument("--e2e-hidden", type=int, default=768, help="(b) encoder width (768 = BERT-base)")
+    parser.add_argument("--e2e-blocks", type=int, default=12, help="(b) encoder MLP blocks (12 = BERT-base)")
+    parser.add_argument("--e2e-seconds", type=float, default=1.0, help="(b) seconds per model and batch size")
+    parser.add_argument("--e2e-mode", choices=["dispatch", "memory"], default="dispatch",
+                        help="(b) dispatch = --gpu-keep-dense (per batch size), memory = 2:4 weight only")
+    args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if not args.smoke and not torch.cuda.is_available():
+        print("bench/gpu.py needs CUDA (or --smoke for a CPU dry run of the script itself)", file=sys.stderr)
+        return 2
+    bench = Bench(args.smoke, getattr(torch, args.dtype))
+    device = "cpu (SMOKE: dense stand-in, NOT a measurement)" if args.smoke else torch.cuda.get_device_name(0)
+    print(f"device: {device}; torch {torch.__version__}; 2:4 backends: {', '.join(bench.backends)}")
+    started = time.perf_counter()
+    for part, run in (("a", part_a), ("c", part_c), ("d", part_d)):
+        if part in parts:
+            run(bench)
+    if "b" in parts:
+        from bench import gpu_e2e
+
+        gpu_e2e.run(smoke=args.smoke, hidden=args.e2e_hidden, blocks=args.e2e_blocks, seconds=args.e2e_seconds,
+                    keep_dense=args.e2e_mode == "dispatch")
+    print(f"\ntotal {time.perf_counter() - started:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

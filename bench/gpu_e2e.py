@@ -1,0 +1,118 @@
+"""bench/gpu.py part (b): served throughput of a BERT-size encoder, dense vs 2:4, through the real server.
+
+Builds and converts the model here (no downloads): `blocks` residual MLP blocks hidden -> 4*hidden -> hidden,
+every linear pruned 2:4. The repository holds the same pruned weights twice: `enc_dense` (stored dense, so the
+runtime serves plain fp16 GEMMs) and `enc_24` (stored 2:4, so the runtime measures and picks per layer). One
+`twofour serve --device cuda` serves both; one tritonclient gRPC client sends one request at a time of `batch`
+rows, so the time is the served latency of that batch size and throughput = batch / median latency.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BATCHES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+NEEDED = ("tritonclient.grpc", "fastapi", "uvicorn", "pydantic_settings", "safetensors", "grpc")
+
+
+def missing() -> list[str]:
+    out = []
+    for name in NEEDED:
+        try:
+            if importlib.util.find_spec(name) is None:
+                out.append(name)
+        except ModuleNotFoundError:
+            out.append(name)
+    return out
+
+
+def _median_latency(client: object, model: str, x: np.ndarray, seconds: float) -> float:
+    import tritonclient.grpc as grpcclient
+
+    request = grpcclient.InferInput("X", list(x.shape), "FP32")
+    request.set_data_from_numpy(x)
+    for _ in range(3):
+        client.infer(model, [request])  # type: ignore[attr-defined]
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(samples) < 5:
+        start = time.perf_counter()
+        client.infer(model, [request])  # type: ignore[attr-defined]
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def _report(url: str) -> None:
+    """The sparse model's decision table, from the server's own SparsityService (what operators will see)."""
+    import grpc
+
+    from server.proto import sparsity_pb2 as pb
+    from server.proto import sparsity_pb2_grpc as pb_grpc
+    from google.protobuf import json_format
+
+    from server.runtime.gpu_decision import format_table
+
+    with grpc.insecure_channel(url) as channel:
+        report = pb_grpc.SparsityServiceStub(channel).ModelSparsity(pb.ModelSparsityRequest(name="enc_24"), timeout=30)
+    for version in report.versions:
+        details = json_format.MessageToDict(version.details)
+        print(f"decision table of enc_24 v{version.version} ({version.device}, {version.dtype}, "
+              f"mode {details.get('mode')}, backend {details.get('backend')}); 2:4 weight bytes ratio "
+              f"{details.get('sparse_weight_ratio')}; load {details.get('load_seconds')}")
+        first = {layer["layer"]: layer for layer in details.get("layers", [])[:2]}  # blocks repeat: show two
+        print(format_table(list(first.values())))
+
+
+def run(smoke: bool, hidden: int, blocks: int, seconds: float, keep_dense: bool) -> None:
+    if smoke:
+        hidden, blocks = 64, 2
+    print(f"\n(b) served throughput, encoder {blocks} x ({hidden} -> {4 * hidden} -> {hidden}), "
+          f"mode {'dispatch' if keep_dense else 'memory'}, one request in flight")
+    lacking = missing()
+    if lacking:
+        print(f"SKIPPED: the server's dependencies are not importable here: {', '.join(lacking)}")
+        return
+    import tritonclient.grpc as grpcclient
+
+    from tests.gpu.models import EncoderMLP, write_encoder
+    from tests.support.server import ServerProcess
+
+    with tempfile.TemporaryDirectory(prefix="twofour-bench-") as tmp:
+        root = Path(tmp)
+        model = EncoderMLP(hidden, blocks)
+        write_encoder(root, "enc_dense", model, hidden, max_batch=BATCHES[-1], sparse=False)
+        write_encoder(root, "enc_24", model, hidden, max_batch=BATCHES[-1], sparse=True)
+        flags = ["--device", "cpu" if smoke else "cuda"] + (["--gpu-keep-dense"] if keep_dense else [])
+        started = time.perf_counter()
+        server = ServerProcess(root, *flags, timeout=600)
+        print(f"server ready in {time.perf_counter() - started:.1f}s (load includes the per-layer measurement)")
+        try:
+            client = grpcclient.InferenceServerClient(server.grpc_url)
+            rng = np.random.default_rng(0)
+            check = rng.standard_normal((8, hidden)).astype(np.float32)
+            outputs = []
+            for name in ("enc_dense", "enc_24"):
+                request = grpcclient.InferInput("X", list(check.shape), "FP32")
+                request.set_data_from_numpy(check)
+                outputs.append(client.infer(name, [request]).as_numpy("Y"))
+            err = float(np.linalg.norm(outputs[1] - outputs[0]) / np.linalg.norm(outputs[0]))
+            print(f"served 2:4 vs served dense, batch 8: relative error {err:.2e} ({'ok' if err <= 1e-2 else 'FAIL'})")
+            print(f"{'batch':>6} {'dense ms':>9} {'2:4 ms':>9} {'dense rows/s':>13} {'2:4 rows/s':>11} {'speedup':>8}")
+            for batch in BATCHES:
+                x = rng.standard_normal((batch, hidden)).astype(np.float32)
+                dense = _median_latency(client, "enc_dense", x, seconds)
+                sparse = _median_latency(client, "enc_24", x, seconds)
+                print(f"{batch:>6} {dense * 1e3:>9.2f} {sparse * 1e3:>9.2f} {batch / dense:>13.0f} "
+                      f"{batch / sparse:>11.0f} {dense / sparse:>7.2f}x")
+            print("targets: never slower than dense at any batch; >= 1.15x at batch >= 64")
+            _report(server.grpc_url)
+        finally:
+            code = server.stop()
+            if code != 0:
+                print(f"server exited with {code}; its log:\n{server.output()[-4000:]}")
