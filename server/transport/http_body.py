@@ -11,12 +11,21 @@ are inflated with the same limit applied to the output, so a small bomb cannot e
 from __future__ import annotations
 
 import zlib
+from collections.abc import AsyncIterator
 
 from starlette.requests import ClientDisconnect, Request
 
 from server.errors import ErrorKind, ServingError, invalid, too_large
 
 ALIGNMENT = 64
+
+
+class BodyTooLarge(ServingError):
+    """413 for a body cut off mid-stream; `close_connection` when unread bytes remain on the socket."""
+
+    def __init__(self, message: str, close_connection: bool = False) -> None:
+        super().__init__(ErrorKind.TOO_LARGE, message)
+        self.close_connection = close_connection
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
@@ -59,15 +68,32 @@ async def read_body(request: Request, limit: int) -> memoryview:
                 raise invalid(f"request body has {position - pad} bytes but Content-Length says {length}")
         else:
             buffer = bytearray(pad)
-            async for chunk in request.stream():
+            stream = request.stream()
+            async for chunk in stream:
                 buffer += chunk
                 if len(buffer) - pad > limit:
-                    raise too_large(f"request body exceeds the server's limit of {limit} bytes")
+                    await _discard_rest(stream, limit)
     except ClientDisconnect:
         raise ServingError(ErrorKind.CANCELLED, "client disconnected while sending the request") from None
     if encoding == "identity":
         return memoryview(buffer)[pad:]
     return memoryview(_inflate(buffer, encoding, limit))
+
+
+async def _discard_rest(stream: AsyncIterator[bytes], limit: int) -> None:
+    """Read and drop the rest of an oversized streamed body, then refuse it.
+
+    A client sends its whole body before it reads the answer; if the server stopped reading, both would wait
+    (flow control pauses the socket). Up to another `limit` bytes are drained so the client gets its 413 on a
+    healthy connection; a client that sends even more is answered 413 and disconnected.
+    """
+    message = f"request body exceeds the server's limit of {limit} bytes"
+    dropped = 0
+    async for chunk in stream:
+        dropped += len(chunk)
+        if dropped > limit:
+            raise BodyTooLarge(message, close_connection=True)
+    raise BodyTooLarge(message)
 
 
 def _inflate(data: bytearray, encoding: str, limit: int) -> bytearray:

@@ -26,7 +26,10 @@ JSON = "application/json"
 
 
 def error_response(error: ServingError) -> Response:
-    return Response(dumps({"error": error.message}), status_code=error.status.http, media_type=JSON)
+    """`{"error": ...}` with the table's status; closes the connection when unread request bytes remain."""
+    headers = {"Connection": "close"} if getattr(error, "close_connection", False) else None
+    return Response(dumps({"error": error.message}), status_code=error.status.http, media_type=JSON,
+                    headers=headers)
 
 
 def exception_response(exc: BaseException, context: str) -> Response:
