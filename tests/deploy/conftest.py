@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from server.cli import build_parser, settings_from_args
 from server.settings import Settings
-from tests.deploy.manifests import DEPLOY, KSERVE_FILES, OVERLAYS, Doc, load_yaml, render
+from tests.deploy.manifests import DEPLOY, KSERVE_FILES, OVERLAYS, Doc, MakeSettings, load_yaml, render
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +24,7 @@ def kserve() -> list[Doc]:
 
 
 @pytest.fixture
-def effective_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str, str], list[str]], Settings]]:
+def effective_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeSettings]:
     """What `twofour serve ARGS` would run with under exactly the environment ENV (nothing from this shell)."""
 
     def make(env: dict[str, str], args: list[str]) -> Settings:

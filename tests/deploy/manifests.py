@@ -10,11 +10,14 @@ import os
 import shutil
 import subprocess
 import sysconfig
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -22,6 +25,8 @@ OVERLAYS = sorted(p.name for p in (DEPLOY / "k8s" / "overlays").iterdir() if (p 
 KSERVE_FILES = sorted((DEPLOY / "kserve").glob("*.yaml"))
 
 Doc = dict[str, Any]
+# effective_settings(env, args): the Settings `twofour serve ARGS` runs with under exactly ENV.
+MakeSettings = Callable[[dict[str, str], list[str]], Settings]
 
 
 def kubectl() -> str:

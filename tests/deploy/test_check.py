@@ -14,6 +14,7 @@ from tests.deploy.manifests import DEPLOY, KSERVE_FILES, Doc, find
 
 
 def load_checker() -> ModuleType:
+    pytest.importorskip("kubernetes_validate", reason="pip install -r deploy/requirements-validate.txt")
     spec = importlib.util.spec_from_file_location("deploy_check", DEPLOY / "check.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import subprocess
 import tomllib
-from typing import Callable
 
 from server.settings import Settings
 from tests.deploy.dockerfile import DockerIgnore, Instruction, instructions
-from tests.deploy.manifests import ROOT, Doc, find, server_container
+from tests.deploy.manifests import ROOT, Doc, MakeSettings, find, server_container
 
-MakeSettings = Callable[[dict[str, str], list[str]], Settings]
 DOCKERFILE = ROOT / "Dockerfile"
 
 

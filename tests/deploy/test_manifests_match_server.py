@@ -7,14 +7,12 @@ asks a real server process the manifests' probe and scrape URLs.
 
 from __future__ import annotations
 
-from typing import Callable
 
 import pytest
 
 from server.settings import Settings
-from tests.deploy.manifests import OVERLAYS, Doc, find, named_port, server_container, twofour_env
+from tests.deploy.manifests import OVERLAYS, Doc, MakeSettings, find, named_port, server_container, twofour_env
 
-MakeSettings = Callable[[dict[str, str], list[str]], Settings]
 
 READY, LIVE = "/v2/health/ready", "/v2/health/live"
 PROBE_PATHS = {"startupProbe": READY, "readinessProbe": READY, "livenessProbe": LIVE}
@@ -50,10 +48,8 @@ def test_container_ports_and_probes_are_the_servers(rendered: dict[str, list[Doc
     c = server_container(docs)
     settings = effective_settings(twofour_env(docs, c), c["args"])
     # The manifests run the server on its default ports (what the Service, the docs and clients assume).
-    defaults = Settings.model_construct()
-    assert (settings.http_port, settings.grpc_port, settings.metrics_port) == (
-        Settings.model_fields["http_port"].default, Settings.model_fields["grpc_port"].default,
-        Settings.model_fields["metrics_port"].default), defaults
+    defaults = {name: Settings.model_fields[name].default for name in ("http_port", "grpc_port", "metrics_port")}
+    assert {name: getattr(settings, name) for name in defaults} == defaults
     listeners = listener_ports(settings)
     assert {p["name"]: listeners.get(p["containerPort"]) for p in c["ports"]} == {
         "http": "http", "grpc": "grpc", "metrics": "metrics"}
