@@ -1,8 +1,10 @@
-"""Prometheus series for the GPU runtime: per-layer kernel choice and speedup, and GPU memory.
+"""Prometheus series for the GPU runtime: per-layer kernel choice and speedup, and PyTorch's own GPU memory.
 
 A custom collector that reads the registry's loaded versions at scrape time, instead of gauges set at load:
 the kernel table then appears and disappears with the model (load, reload, unload) without any bookkeeping,
-and memory is read when Prometheus asks, not when a model happened to load. The app registers it once:
+and memory is read when Prometheus asks, not when a model happened to load. Device-wide used/total memory is
+metrics.py's GpuMemoryCollector; this adds what PyTorch's allocator holds (our weights and workspaces). The app
+registers it once:
 `metrics.registry.register(GpuCollector(registry))`.
 """
 
@@ -32,9 +34,9 @@ def _families() -> dict[str, GaugeMetricFamily]:
         "speedup": GaugeMetricFamily("twofour_layer_sparse_speedup",
                                      "Measured dense time / 2:4 time for the layer at this batch size (at load)",
                                      labels=LAYER_LABELS),
-        "memory": GaugeMetricFamily("twofour_gpu_memory_bytes",
-                                    "GPU memory: allocated/reserved by this process, free/total on the device",
-                                    labels=["gpu", "kind"]),
+        "memory": GaugeMetricFamily("twofour_gpu_torch_memory_bytes",
+                                    "GPU memory held by this process's PyTorch allocator: allocated or reserved",
+                                    labels=["device", "kind"]),
     }
 
 
@@ -53,10 +55,12 @@ class GpuCollector(Collector):
                     _add_layer(families, entry.name, str(number), layer)
         if torch.cuda.is_available() and torch.cuda.is_initialized():  # never create a CUDA context to scrape
             for index in range(torch.cuda.device_count()):
-                free, total = torch.cuda.mem_get_info(index)
-                for kind, value in (("allocated", torch.cuda.memory_allocated(index)),
-                                    ("reserved", torch.cuda.memory_reserved(index)), ("free", free),
-                                    ("total", total)):
+                try:
+                    held = (("allocated", torch.cuda.memory_allocated(index)),
+                            ("reserved", torch.cuda.memory_reserved(index)))
+                except Exception:  # noqa: BLE001 - one unreadable device must not break /metrics
+                    continue
+                for kind, value in held:
                     families["memory"].add_metric([str(index), kind], float(value))
         yield from families.values()
 

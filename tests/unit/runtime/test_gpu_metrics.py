@@ -63,4 +63,4 @@ def test_kernel_choice_per_layer_and_batch_follows_the_loaded_model(tmp_path: Pa
     assert prefix % 1 + " 0.0" in loaded and prefix % 2 + " 0.0" in loaded and prefix % 4 + " 1.0" in loaded
     assert 'twofour_layer_sparse_speedup{batch="4",layer="fc.weight",model="wide",version="1"} 2.0' in loaded
     assert "twofour_layer_sparse_kernel{" not in unloaded  # gone with the model
-    assert "# TYPE twofour_gpu_memory_bytes gauge" in loaded
+    assert "# TYPE twofour_gpu_torch_memory_bytes gauge" in loaded
