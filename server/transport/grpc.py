@@ -43,9 +43,9 @@ def unary(handler: Handler[Reply]) -> Handler[Reply]:
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # CancelledError is a BaseException: it reaches grpc and the dataplane as is
-            error = as_serving_error(exc)
-            if error.kind == ErrorKind.INTERNAL:
+            if not isinstance(exc, ServingError):  # ours were logged where they arose
                 log.exception("gRPC %s failed", handler.__name__)
+            error = as_serving_error(exc)
             await context.abort(error.status.grpc, error.message)
             raise  # unreachable: abort raises
 

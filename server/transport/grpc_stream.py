@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from tritonclient.grpc import service_pb2 as pb
 
-from server.errors import ErrorKind, as_serving_error
+from server.errors import ServingError, as_serving_error
 
 InferFn = Callable[[pb.ModelInferRequest], Awaitable[pb.ModelInferResponse]]
 _DONE = None  # sentinel in the outbox: the reader finished and every request was answered
@@ -37,10 +37,9 @@ async def _answer(infer: InferFn, request: pb.ModelInferRequest, outbox: asyncio
     try:
         reply = pb.ModelStreamInferResponse(infer_response=await infer(request))
     except Exception as exc:  # one bad message must never end the stream
-        error = as_serving_error(exc)
-        if error.kind == ErrorKind.INTERNAL:
+        if not isinstance(exc, ServingError):  # ours were logged where they arose
             log.exception("gRPC stream request to %s failed", request.model_name)
-        reply = error_reply(request, error.message)
+        reply = error_reply(request, as_serving_error(exc).message)
     outbox.put_nowait(reply)
 
 

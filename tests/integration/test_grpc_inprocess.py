@@ -1,5 +1,6 @@
 """The gRPC servicer in this process, where the test can watch the dataplane: client cancellation drops queued
-work, and the grpc.health.v1 service follows readiness (starting, ready, draining).
+work, the grpc.health.v1 service follows readiness (starting, ready, draining), and a failure inside the
+runtime answers INTERNAL without harming later requests.
 
 The model is the real exported SmallMLP on the real CPU runtime; the only addition is a gate in front of the
 runtime so the test decides when the first request may finish, which makes "the second one is queued" certain.
@@ -8,6 +9,7 @@ runtime so the test decides when the first request may finish, which makes "the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -49,16 +51,37 @@ class GatedRuntime:
         self._inner.close()
 
 
+EMBED_CONFIG = """
+name: "embed"
+max_batch_size: 4
+input [{ name: "INDEX" data_type: TYPE_INT64 dims: [3] }]
+output [{ name: "VECTORS" data_type: TYPE_FP32 dims: [3, 4] }]
+"""
+
+
+class Embed(torch.nn.Module):
+    """A lookup table: an index past its 10 rows makes the runtime itself fail (IndexError), as real models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.table = torch.nn.Embedding(10, 4)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return self.table(index)
+
+
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
     root = tmp_path_factory.mktemp("grpc_inprocess")
     module = SmallMLP(seed=3)
     write_model(root, "mlp", module, (torch.randn(2, 16),), MLP_CONFIG.format(name="mlp", extra=""),
                 sparse={"hidden.weight"})
+    write_model(root, "embed", Embed(), (torch.zeros(2, 3, dtype=torch.int64),), EMBED_CONFIG)
     return root, module
 
 
-Scenario = Callable[[grpc.aio.Channel, DataPlane, list[GatedRuntime], threading.Event], Awaitable[None]]
+Scenario = Callable[[grpc.aio.Channel, DataPlane, dict[str, GatedRuntime], threading.Event], Awaitable[None]]
 
 
 async def run_scenario(root: Path, scenario: Scenario) -> None:
@@ -66,11 +89,11 @@ async def run_scenario(root: Path, scenario: Scenario) -> None:
                         device="cpu")
     metrics = Metrics()
     gate = threading.Event()
-    runtimes: list[GatedRuntime] = []
+    runtimes: dict[str, GatedRuntime] = {}
 
     def build(version_dir: Path, config: Any) -> GatedRuntime:
-        runtimes.append(GatedRuntime(create_runtime(version_dir, config, "cpu"), gate))
-        return runtimes[-1]
+        runtimes[config.name] = GatedRuntime(create_runtime(version_dir, config, "cpu"), gate)
+        return runtimes[config.name]
 
     registry = Registry(root, metrics, build)
     dataplane = DataPlane(registry, settings, metrics)
@@ -101,12 +124,12 @@ def test_cancelled_request_is_dropped_before_it_runs(repository: tuple[Path, tor
     root, module = repository
     data = np.random.default_rng(0).standard_normal((2, 16)).astype(np.float32)
 
-    async def scenario(channel: grpc.aio.Channel, dataplane: DataPlane, runtimes: list[GatedRuntime],
+    async def scenario(channel: grpc.aio.Channel, dataplane: DataPlane, runtimes: dict[str, GatedRuntime],
                        gate: threading.Event) -> None:
         await load(dataplane)
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         first = stub.ModelInfer(infer_request(data, "first"))
-        while not runtimes[0].calls:  # the first request holds the model's only instance
+        while not runtimes["mlp"].calls:  # the first request holds the model's only instance
             await asyncio.sleep(0.01)
         second = stub.ModelInfer(infer_request(data, "second"))
         scheduler = dataplane.registry.resolve("mlp")[1].scheduler
@@ -124,7 +147,7 @@ def test_cancelled_request_is_dropped_before_it_runs(repository: tuple[Path, tor
         with pytest.raises(asyncio.CancelledError):
             await second
         stats = dataplane.statistics("mlp")[0][2]
-        assert runtimes[0].calls == 1, "the cancelled request must never reach the runtime"
+        assert runtimes["mlp"].calls == 1, "the cancelled request must never reach the runtime"
         assert (stats.execution_count, stats.success.count, stats.fail.count) == (1, 1, 1)
         failures = dataplane.metrics.registry.get_sample_value(
             "twofour_request_failure_total", {"model": "mlp", "version": "1", "reason": "cancelled"})
@@ -136,7 +159,7 @@ def test_cancelled_request_is_dropped_before_it_runs(repository: tuple[Path, tor
 def test_health_service_follows_readiness(repository: tuple[Path, torch.nn.Module]) -> None:
     root, _ = repository
 
-    async def scenario(channel: grpc.aio.Channel, dataplane: DataPlane, runtimes: list[GatedRuntime],
+    async def scenario(channel: grpc.aio.Channel, dataplane: DataPlane, runtimes: dict[str, GatedRuntime],
                        gate: threading.Event) -> None:
         health = health_pb2_grpc.HealthStub(channel)
         ask = health_pb2.HealthCheckRequest
@@ -158,3 +181,32 @@ def test_health_service_follows_readiness(repository: tuple[Path, torch.nn.Modul
         assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
 
     asyncio.run(asyncio.wait_for(run_scenario(root, scenario), 60))
+
+
+def test_runtime_failure_is_internal_and_the_server_carries_on(repository: tuple[Path, torch.nn.Module],
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    root, _ = repository
+
+    def lookup(indices: list[int], request_id: str) -> pb.ModelInferRequest:
+        data = np.array([indices], dtype=np.int64)
+        request = pb.ModelInferRequest(model_name="embed", id=request_id, raw_input_contents=[data.tobytes()])
+        request.inputs.add(name="INDEX", datatype="INT64", shape=[1, 3])
+        return request
+
+    async def scenario(channel: grpc.aio.Channel, dataplane: DataPlane, runtimes: dict[str, GatedRuntime],
+                       gate: threading.Event) -> None:
+        gate.set()
+        await load(dataplane)
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await stub.ModelInfer(lookup([1, 99, 2], "bad"))
+        assert failure.value.code() == grpc.StatusCode.INTERNAL
+        assert "IndexError" in failure.value.details() and "index out of range" in failure.value.details()
+        reply = await stub.ModelInfer(lookup([1, 9, 2], "good"))
+        assert reply.id == "good" and list(reply.outputs[0].shape) == [1, 3, 4]
+        stats = dataplane.statistics("embed")[0][2]
+        assert (stats.success.count, stats.fail.count) == (1, 1)
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(asyncio.wait_for(run_scenario(root, scenario), 60))
+    assert any("embed" in r.getMessage() and r.exc_info for r in caplog.records), "the failure must be logged"
