@@ -22,6 +22,7 @@ import uvicorn
 
 from server.dataplane import DataPlane, RepositoryControl
 from server.metrics import Metrics
+from server.metrics_http import start_metrics_listener
 from server.registry import Registry
 from server.runtime.select import DeviceError, create_runtime, resolve_device
 from server.settings import Settings
@@ -50,6 +51,10 @@ def build_app(settings: Settings) -> App:
     metrics = Metrics()
     registry = Registry(settings.model_repository, metrics,
                         functools.partial(_build_runtime, device=device, options=options))
+    if device == "cuda":  # per-layer kernel choice and allocator bytes, read from the registry at scrape time
+        from server.runtime.gpu_metrics import GpuCollector
+
+        metrics.registry.register(GpuCollector(registry))
     dataplane = DataPlane(registry, settings, metrics)
     return App(settings, device, metrics, registry, dataplane, RepositoryControl(registry, settings))
 
@@ -100,10 +105,8 @@ async def serve(app: App, stop: asyncio.Event) -> int:
     grpc_server = http_server = metrics_server = None
     http_task: asyncio.Task[None] | None = None
     if "metrics" in listeners:
-        from prometheus_client import start_http_server
-
-        metrics_server, _ = start_http_server(listeners["metrics"], addr=settings.host, registry=app.metrics.registry)
-        app.ports["metrics"] = metrics_server.server_port
+        metrics_server = start_metrics_listener(app.metrics, settings.host, listeners["metrics"])
+        app.ports["metrics"] = metrics_server.port
     if "grpc" in listeners:
         grpc_server, app.ports["grpc"] = create_grpc_server(app.dataplane, app.control, settings)
         with contextlib.suppress(ImportError):
@@ -135,7 +138,7 @@ async def serve(app: App, stop: asyncio.Event) -> int:
         http_server.should_exit = True
         await http_task
     if metrics_server is not None:
-        metrics_server.shutdown()
+        metrics_server.close()
     await app.registry.close()
     log.info("twofour stopped")
     return 0

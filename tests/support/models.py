@@ -113,7 +113,7 @@ def build_test_repository(root: Path) -> dict[str, torch.nn.Module]:
 class Slow(torch.nn.Module):
     """A deliberately heavy chain of 1024x1024 GEMMs: keeps requests in flight long enough to SIGTERM them."""
 
-    def __init__(self, depth: int = 24) -> None:
+    def __init__(self, depth: int = 64) -> None:
         super().__init__()
         torch.manual_seed(2)
         self.weight = torch.nn.Parameter(torch.randn(1024, 1024) / 32)
