@@ -1,7 +1,7 @@
 """Calibration and evaluation data: .npz / .safetensors arrays named like the model inputs, or a text file.
 
 A text file (one UTF-8 sample per line, blank lines ignored) is tokenized with the source's tokenizer, at most
-128 tokens per sample. Each batch carries a token mask so padding never enters the layer statistics. An array
+128 tokens per sample; the first N lines are used, batched by length. Each batch carries a token mask so padding never enters the layer statistics. An array
 file may also hold `labels` (integer class per sample): evaluation then reports accuracy.
 Samples are taken in file order (the first N), so a conversion is reproducible from its files alone.
 """
@@ -108,6 +108,8 @@ def _text_batches(path: Path, source: Source, limit: int | None) -> tuple[list[B
     lines = [line for line in lines if line]
     if limit:
         lines = lines[:limit]
+    # Batch similar lengths together (stable, so still deterministic): far less padding to compute through.
+    lines = sorted(lines, key=len)
     uses_token_types = any(s.name == "token_type_ids" for s in source.inputs)
     batches = []
     for start in range(0, len(lines), BATCH):

@@ -91,10 +91,13 @@ def load(directory: Path) -> tuple[Encoder, Any]:
     """(wrapper module in fp32 eval mode, tokenizer) from a local HF / sentence-transformers directory."""
     try:
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
     except ImportError as exc:  # pragma: no cover - the 'convert' extra is missing
         raise ValueError("converting a Hugging Face directory needs `transformers` (pip install twofour[convert])") from exc
     if not any(directory.glob("*.safetensors")):
         raise ValueError(f"{directory.name}: no *.safetensors weights (pickled .bin checkpoints are not loaded)")
+    hf_logging.set_verbosity_error()  # the dropped pooler is expected, not news
+    hf_logging.disable_progress_bar()
     kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": True, "dtype": torch.float32,
                               "attn_implementation": "sdpa"}
     try:
