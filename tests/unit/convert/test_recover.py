@@ -1,0 +1,49 @@
+"""Recovery keeps the 2:4 masks and never does worse than the method it follows on the calibration inputs."""
+
+from __future__ import annotations
+
+import torch
+
+from server.convert.methods import magnitude, output_error
+from server.convert.recover import RecoverOptions, distil, refit
+from server.sparsity import is_2_4
+from tests.unit.convert.test_methods import correlated_layer, stats_of
+
+
+def test_refit_is_the_least_squares_solution_on_the_kept_columns() -> None:
+    weight, inputs = correlated_layer(7, rows=8, cols=32, n=1000)
+    stats = stats_of(inputs)
+    pruned = magnitude(weight)
+    fitted = refit(weight, pruned.mask, stats, damp=0.0)
+    assert torch.equal(fitted != 0, pruned.mask & (fitted != 0)) and is_2_4(fitted)
+    assert output_error(weight, fitted, stats) < output_error(weight, pruned.weight, stats)
+    x = inputs.double()
+    for row in range(3):
+        kept = pruned.mask[row].nonzero().squeeze(1)
+        solution = torch.linalg.lstsq(x[:, kept], x @ weight[row].double()).solution
+        torch.testing.assert_close(fitted[row, kept].double(), solution, rtol=2e-3, atol=2e-3)
+
+
+def test_distil_lowers_the_loss_and_keeps_the_mask() -> None:
+    torch.manual_seed(0)
+    dense = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(), torch.nn.Linear(64, 64))
+    sparse = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(), torch.nn.Linear(64, 64))
+    sparse.load_state_dict(dense.state_dict())
+    masks = []
+    for layer in (sparse[0], sparse[2]):
+        pruned = magnitude(layer.weight.detach())
+        with torch.no_grad():
+            layer.weight.copy_(pruned.weight)
+        layer.weight.requires_grad_(False)
+        layer.bias.requires_grad_(False)
+        masks.append(pruned.mask)
+    inputs = [torch.randn(32, 64) for _ in range(8)]
+    with torch.no_grad():
+        targets = [dense(x) for x in inputs]
+    losses = distil(lambda i: sparse(inputs[i]), targets, list(masks), [sparse[0].weight, sparse[2].weight],
+                    [sparse[0].bias, sparse[2].bias], [None] * 8, RecoverOptions(epochs=5, learning_rate=1e-3))
+    assert losses[-1] < 0.8 * losses[0]
+    for layer, mask in zip((sparse[0], sparse[2]), masks):
+        assert not bool(layer.weight[~mask].ne(0).any()) and is_2_4(layer.weight)
+        assert not bool(torch.signbit(layer.weight[~mask]).any())
+        assert not layer.weight.requires_grad
