@@ -119,7 +119,7 @@ async def serve(app: App, stop: asyncio.Event) -> int:
         app.ports["http"] = sock.getsockname()[1]
         config = uvicorn.Config(create_http_app(app.dataplane, app.control, settings), log_level="warning",
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=1,
-                                http="httptools" if _has("httptools") else "h11")
+                                http=_http_protocol(settings))
         http_server = _QuietUvicorn(config)
         http_task = asyncio.create_task(http_server.serve(sockets=[sock]))
     log.info("twofour listening on %s (device %s)", " ".join(f"{k}={v}" for k, v in app.ports.items()), app.device)
@@ -142,6 +142,15 @@ async def serve(app: App, stop: asyncio.Event) -> int:
     await app.registry.close()
     log.info("twofour stopped")
     return 0
+
+
+def _http_protocol(settings: Settings) -> Any:
+    """httptools with a bound on request heads (uvicorn's own has none); h11 bounds them itself (16 KiB)."""
+    if not _has("httptools"):
+        return "h11"
+    from server.transport.http_protocol import limited_protocol
+
+    return limited_protocol(settings.max_header_bytes)
 
 
 def _has(module: str) -> bool:

@@ -119,6 +119,11 @@ class DataPlane:
         assert config is not None
         version = str(loaded.version)
         recorder = self.metrics.recorder(request.model_name, version)
+        if self._in_flight >= self.settings.max_inflight_requests:
+            # Load shedding: the bound keeps memory and queueing delay finite whatever the models' queue policies.
+            recorder.request_done(False, time.perf_counter_ns() - arrival, ErrorKind.UNAVAILABLE.value)
+            raise unavailable(f"server is at its limit of {self.settings.max_inflight_requests} requests in "
+                              "flight; retry later")
         self._in_flight += 1
         self._idle.clear()
         try:

@@ -7,6 +7,7 @@ Messages go to clients verbatim: they must name the problem and never leak files
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 import grpc
@@ -78,8 +79,25 @@ def too_large(message: str) -> ServingError:
     return ServingError(ErrorKind.TOO_LARGE, message)
 
 
+# An absolute path of two or more components (/a/b, /tmp/x/model.pt2) that starts a word: the directories say
+# where the server keeps its files, which no client needs; only the last component (the file's name) is kept.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/-])/(?:[^\s'\"/:,;()\[\]{}<>]+/)+([^\s'\"/:,;()\[\]{}<>]*)")
+
+
+def redact_paths(message: str) -> str:
+    """`message` with every absolute filesystem path cut down to its last component (`.../name`).
+
+    Exception text from torch, safetensors and the OS names the full path of the file it failed on; that text
+    reaches clients through INTERNAL errors and model-load reasons, so it passes through here first.
+    """
+    return _ABSOLUTE_PATH.sub(lambda m: ".../" + m.group(1), message)
+
+
 def as_serving_error(exc: BaseException) -> ServingError:
-    """Any exception as a ServingError: ours pass through, everything else is an internal failure."""
+    """Any exception as a ServingError: ours pass through, everything else is an internal failure.
+
+    The exception's text is kept (it is what an operator needs to match the log) but without filesystem paths.
+    """
     if isinstance(exc, ServingError):
         return exc
-    return ServingError(ErrorKind.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+    return ServingError(ErrorKind.INTERNAL, redact_paths(f"internal error: {type(exc).__name__}: {exc}"))

@@ -18,7 +18,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from server.batching.factory import create_scheduler
 from server.batching.work import Scheduler
-from server.errors import ErrorKind, ServingError, not_found, unavailable
+from server.errors import ErrorKind, ServingError, not_found, redact_paths, unavailable
 from server.metrics import Metrics
 from server.repository import (
     RepositoryError, check_version_dir, list_model_names, model_dir, read_config, select_versions,
@@ -79,7 +79,7 @@ class Registry:
             raise unavailable(f"model {name!r} is not ready (state {entry.state}{reason})")
         if not version:
             return entry, entry.versions[max(entry.versions)]
-        if not version.isdigit():
+        if not (version.isascii() and version.isdigit()):  # str.isdigit alone accepts '²', which int() refuses
             raise ServingError(ErrorKind.INVALID_ARGUMENT, f"model version must be a positive integer, got {version!r}")
         loaded = entry.versions.get(int(version))
         if loaded is None:
@@ -107,6 +107,9 @@ class Registry:
                 config, versions = await asyncio.to_thread(self._load_blocking, path, name)
             except Exception as exc:  # a broken model must never stop the server
                 message = str(exc) if isinstance(exc, (RepositoryError, ValueError)) else f"{type(exc).__name__}: {exc}"
+                # The reason reaches clients (repository index, "not ready" errors): no filesystem paths in it.
+                message = redact_paths(message.replace(str(self.root.resolve()), "<repository>")
+                                       .replace(str(self.root), "<repository>"))
                 log.error("model %s failed to load: %s", name, message)
                 if not previous:
                     entry.state, entry.reason, entry.config = UNAVAILABLE, message, None

@@ -46,6 +46,11 @@ def model_dir(root: Path, name: str) -> Path:
     return path
 
 
+def _inside(real_root: str, path: Path) -> bool:
+    """Whether `path`, with every symlink resolved, lies under `real_root` (a prefix test would pass /repo2)."""
+    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+
+
 def list_model_names(root: Path) -> list[str]:
     """Every directory in the repository that looks like a model (valid name), sorted."""
     if not root.is_dir():
@@ -69,6 +74,8 @@ def read_config(path: Path, expected_name: str) -> mc.ModelConfig:
     config_path = path / CONFIG_FILE
     if not config_path.is_file():
         raise RepositoryError(f"{source}: file is missing")
+    if not _inside(os.path.realpath(path.parent), config_path):  # its parse errors would quote the outside file
+        raise RepositoryError(f"{source}: is a symlink that points outside the model repository")
     config = parse_config(config_path.read_text(encoding="utf-8"), source)
     validate_config(config, expected_name, source)
     return config
@@ -138,7 +145,8 @@ def validate_config(config: mc.ModelConfig, expected_name: str, source: str = CO
 
 def available_versions(path: Path) -> list[int]:
     """Numeric subdirectories of a model directory, ascending (Triton ignores anything else)."""
-    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+    return sorted(int(p.name) for p in path.iterdir()
+                  if p.is_dir() and p.name.isascii() and p.name.isdigit() and int(p.name) > 0)
 
 
 def select_versions(path: Path, config: mc.ModelConfig) -> list[int]:
@@ -161,10 +169,13 @@ def select_versions(path: Path, config: mc.ModelConfig) -> list[int]:
 def check_version_dir(path: Path, model: str, version: int) -> None:
     """Refuse version directories that hold pickles or lack the program/weights: nothing is ever unpickled."""
     where = f"{model}/{version}"
+    root = os.path.realpath(path.parent.parent)
+    if not _inside(root, path):
+        raise RepositoryError(f"{where}: the version directory resolves outside the model repository")
     for entry in path.iterdir():
-        if entry.name.endswith(PICKLE_SUFFIXES):
+        if entry.name.lower().endswith(PICKLE_SUFFIXES):
             raise RepositoryError(f"{where}: refusing {entry.name!r}: pickle files are never loaded; use safetensors")
-        if entry.is_symlink() and not os.path.realpath(entry).startswith(os.path.realpath(path.parent.parent)):
+        if not _inside(root, entry):
             raise RepositoryError(f"{where}: {entry.name!r} is a symlink that points outside the model repository")
     for required in (PROGRAM_FILE, WEIGHTS_FILE):
         if not (path / required).is_file():

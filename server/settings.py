@@ -35,7 +35,10 @@ class Settings(BaseSettings):
     strict_readiness: bool = Field(False, description="server is ready only while every loaded model is READY")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log verbosity")
     max_request_bytes: int = Field(64 * MiB, ge=1024, description="largest HTTP body / gRPC message accepted")
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="largest HTTP request line + headers (431 beyond)")
     max_request_elements: int = Field(64 * MiB, ge=1, description="largest total tensor element count per request")
+    max_inflight_requests: int = Field(1024, ge=1, description="inference requests admitted at once, all models "
+                                       "together; beyond it requests are refused UNAVAILABLE/503 at once")
     grpc_max_concurrent_streams: int = Field(1024, ge=1, description="HTTP/2 streams per gRPC connection")
     repository_token: str = Field("", description="bearer token required for load/unload ('' = no token)")
     allow_repository_control: bool = Field(True, description="whether load/unload/index may be called at all")

@@ -72,16 +72,22 @@ def _reject_shared_memory(params: Mapping[str, Any], what: str) -> None:
 
 
 # -- decoding -------------------------------------------------------------------------------------------------
-def _shape(tensor: pb.ModelInferRequest.InferInputTensor) -> tuple[tuple[int, ...], int]:
-    """The declared shape and its element count, rejecting negative dims and absurd ranks."""
+def _shape(tensor: pb.ModelInferRequest.InferInputTensor, max_elements: int) -> tuple[tuple[int, ...], int]:
+    """The declared shape and its element count, rejecting negative dims, absurd ranks and oversized claims."""
     shape = tuple(tensor.shape)
     if len(shape) > MAX_DIMS:
         raise invalid(f"input {tensor.name!r}: shape has {len(shape)} dimensions; at most {MAX_DIMS} are allowed")
     count = 1
+    nonzero = 1  # numpy refuses shapes whose non-zero dims overflow, even when a 0 makes the tensor empty
     for dim in shape:
         if dim < 0:
             raise invalid(f"input {tensor.name!r}: shape {list(shape)} has a negative dimension")
         count *= dim  # Python ints: no overflow however large the claim
+        nonzero *= max(dim, 1)
+    if count > max_elements or nonzero > max_elements:
+        raise ServingError(ErrorKind.TOO_LARGE, f"input {tensor.name!r}: shape {list(shape)} has "
+                           f"{count or nonzero} elements; the limit is {max_elements}: a request may hold no more than "
+                           f"{max_elements} tensor elements")
     return shape, count
 
 
@@ -135,8 +141,11 @@ def _from_typed(name: str, datatype: str, count: int, contents: pb.InferTensorCo
     return array
 
 
-def decode_infer_request(request: pb.ModelInferRequest) -> InferRequest:
-    """Validate the wire form and view its tensors; the dataplane checks them against the model's config."""
+def decode_infer_request(request: pb.ModelInferRequest, max_elements: int = 2**40) -> InferRequest:
+    """Validate the wire form and view its tensors; the dataplane checks them against the model's config.
+
+    `max_elements` (the server's `max_request_elements`) bounds each declared shape before anything is sized
+    from it; the default only keeps numpy's own limits for callers without settings (tests, benchmarks)."""
     raw = request.raw_input_contents
     inputs = request.inputs
     if raw and len(raw) != len(inputs):
@@ -147,7 +156,7 @@ def decode_infer_request(request: pb.ModelInferRequest) -> InferRequest:
         params = params_to_dict(tensor.parameters)
         _reject_shared_memory(params, f"input {tensor.name!r}")
         datatype = _datatype(tensor)
-        shape, count = _shape(tensor)
+        shape, count = _shape(tensor, max_elements)
         has_typed = tensor.HasField("contents") and bool(_present_fields(tensor.contents))
         if raw:
             if has_typed:

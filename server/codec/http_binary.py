@@ -21,13 +21,13 @@ def parse_header_length(value: str | None, body_length: int) -> int | None:
     if value is None:
         return None
     text = value.strip()
-    if not text.isdigit():
-        raise invalid(f"Inference-Header-Content-Length must be a non-negative integer, got {value!r}")
+    if not (text.isascii() and text.isdigit()):  # isdigit alone accepts '²', which int() refuses
+        raise invalid(f"Inference-Header-Content-Length must be a non-negative integer, got {value[:40]!r}")
     length = int(text)
     if length == 0:
         raise invalid("Inference-Header-Content-Length is 0: the request has no JSON header")
     if length > body_length:
-        raise invalid(f"Inference-Header-Content-Length {length} exceeds the {body_length}-byte request body")
+        raise invalid(f"Inference-Header-Content-Length {text[:40]} exceeds the {body_length}-byte request body")
     return length
 
 

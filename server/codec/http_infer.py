@@ -19,20 +19,26 @@ from server.codec.http_json import decode_json_tensor, dumps, encode_json_data, 
 from server.errors import invalid, too_large
 from server.types import DATATYPES, InferRequest, InferResponse, InferTensor, RequestedOutput
 
+MAX_DIMS = 32  # far beyond any real model; numpy allows 64, and each dimension costs work to check
+
 
 def check_shape(shape: Any, name: str, max_elements: int) -> tuple[tuple[int, ...], int]:
     """(shape, element count); refuses non-integer, negative and oversized shapes before any allocation."""
     if not isinstance(shape, list):
         raise invalid(f"input {name!r}: 'shape' must be a JSON array of integers, got {type(shape).__name__}")
+    if len(shape) > MAX_DIMS:
+        raise invalid(f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_DIMS} are allowed")
     count = 1
+    nonzero = 1  # numpy refuses shapes whose non-zero dims overflow, even when a 0 makes the tensor empty
     for dim in shape:
         if isinstance(dim, bool) or not isinstance(dim, int):
             raise invalid(f"input {name!r}: shape {shape} holds a non-integer dimension {dim!r}")
         if dim < 0:
             raise invalid(f"input {name!r}: shape {shape} holds a negative dimension")
         count *= dim  # Python ints: no overflow, however large the claimed dimensions
-    if count > max_elements:
-        raise too_large(f"input {name!r}: shape {shape} has {count} elements; the limit is {max_elements}")
+        nonzero *= max(dim, 1)
+    if count > max_elements or nonzero > max_elements:
+        raise too_large(f"input {name!r}: shape {shape} has {count or nonzero} elements; the limit is {max_elements}")
     return tuple(shape), count
 
 

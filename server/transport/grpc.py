@@ -22,6 +22,7 @@ from server.codec.grpc_tensors import decode_infer_request, encode_infer_respons
 from server.dataplane import DataPlane, RepositoryControl
 from server.errors import ErrorKind, ServingError, as_serving_error
 from server.settings import Settings
+from server.transport.grpc_decode import DecodeGuard
 from server.transport.grpc_health import add_health_service
 from server.transport.grpc_stream import stream_infer
 
@@ -109,7 +110,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     # -- inference -----------------------------------------------------------------------------------------
     async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         """One request, decode -> dataplane -> encode; shared by the unary and the streaming RPC."""
-        return encode_infer_response(await self._dataplane.infer(decode_infer_request(request)))
+        decoded = decode_infer_request(request, self._dataplane.settings.max_request_elements)
+        return encode_infer_response(await self._dataplane.infer(decoded))
 
     @unary
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
@@ -185,7 +187,7 @@ def create_grpc_server(dataplane: DataPlane, control: RepositoryControl,
 
     Port 0 binds an ephemeral port (tests); whether gRPC runs at all is the app's choice (Settings.grpc_port).
     """
-    server = grpc.aio.server(options=server_options(settings))
+    server = grpc.aio.server(options=server_options(settings), interceptors=[DecodeGuard()])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, control), server)
     add_health_service(server, dataplane)
     address = bind_address(settings.host, settings.grpc_port)

@@ -33,8 +33,8 @@ def _content_length(request: Request, limit: int) -> int | None:
     value = request.headers.get("content-length")
     if value is None:
         return None
-    if not value.strip().isdigit():
-        raise invalid(f"Content-Length must be a non-negative integer, got {value!r}")
+    if not (value.strip().isascii() and value.strip().isdigit()):
+        raise invalid(f"Content-Length must be a non-negative integer, got {value[:40]!r}")
     length = int(value)
     if length > limit:
         raise too_large(f"request body of {length} bytes exceeds the server's limit of {limit} bytes")
@@ -44,7 +44,9 @@ def _content_length(request: Request, limit: int) -> int | None:
 def _padding(request: Request) -> int:
     """Bytes to skip so that `pad + header length` is a multiple of ALIGNMENT (0 without a binary header)."""
     value = request.headers.get("inference-header-content-length", "")
-    return (-int(value)) % ALIGNMENT if value.isdigit() else 0
+    value = value.strip()
+    # Only plain ASCII digits: str.isdigit accepts '²', which int() refuses; the codec reports a bad header.
+    return (-int(value)) % ALIGNMENT if value.isascii() and value.isdigit() else 0
 
 
 async def read_body(request: Request, limit: int) -> memoryview:

@@ -152,8 +152,16 @@ def test_raw_size_must_match_shape() -> None:
 
 
 def test_huge_shape_is_refused_before_any_allocation() -> None:
-    message = refused(wire([("X", "FP32", [2**40, 2**40])], [b"\0" * 16]))
-    assert str(2**80 * 4) in message
+    message = refused(wire([("X", "FP32", [2**40, 2**40])], [b"\0" * 16]), ErrorKind.TOO_LARGE)
+    assert str(2**80) in message and "limit" in message
+
+
+def test_empty_tensor_with_overflowing_dims_is_refused_not_crashed() -> None:
+    # 0 elements, but numpy cannot even describe the shape: must be a client error, never INTERNAL
+    message = refused(wire([("X", "FP32", [2**62, 2**62, 0])], [b""]), ErrorKind.TOO_LARGE)
+    assert "limit" in message
+    decoded = decode_infer_request(wire([("X", "FP32", [0, 4])], [b""]), max_elements=16)
+    assert decoded.inputs[0].data.shape == (0, 4)
 
 
 def test_negative_dimension_is_refused() -> None:
