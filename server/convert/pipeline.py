@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from server.artifacts import load_weights
 from server.convert import evaluate
 from server.convert.calibration import load_dataset
 from server.convert.methods import METHODS
@@ -21,6 +22,7 @@ from server.convert.report import build_report, layer_rows
 from server.convert.selection import select
 from server.convert.sources import load_source
 from server.convert.writer import Staging, build_config
+from server.repository import WEIGHTS_FILE
 
 
 class ConversionRejected(ValueError):
@@ -85,10 +87,8 @@ def convert(options: ConvertOptions) -> ConvertResult:
     try:
         staging.write_model(config, program, weights, sparse)
         scores = evaluate.compare(source, held_out, reference, evaluate.written_outputs(staging.dir, config, held_out))
-        dense_bytes = sum(t.numel() * t.element_size() for t in weights.values())
-        stored_bytes = dense_bytes - sum(
-            weights[n].numel() * weights[n].element_size() - (weights[n].numel() // 2 * weights[n].element_size()
-                                                             + weights[n].numel() // 8) for n in sparse)
+        stored = load_weights(staging.dir / WEIGHTS_FILE)  # the bytes as written, not an estimate
+        dense_bytes, stored_bytes = stored.dense_bytes(), stored.stored_bytes
         report = build_report(
             source_label=source.label, source_kind=source.kind, method=options.method,
             recover=None if options.recover is None else vars(options.recover).copy(),
