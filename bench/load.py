@@ -11,11 +11,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """user+sys CPU seconds of one process (all its threads) from /proc; 0 when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def machine_busy_seconds() -> float:
+    """Non-idle CPU seconds of the whole machine so far (all cores)."""
+    with open("/proc/stat") as f:
+        v = [int(a) for a in f.readline().split()[1:9]]
+    return (sum(v) - v[3] - v[4]) / CLK_TCK
 
 
 @dataclass
@@ -28,7 +48,15 @@ class Result:
     p99_ms: float
     requests: int
     errors: int
+    server_cpu: float = float("nan")  # cores used by the server process during the window
+    client_cpu: float = float("nan")  # cores used by this load generator
+    other_cpu: float = float("nan")  # cores used by everything else on the machine (noise)
     first_error: str = ""
+
+    @property
+    def server_us_per_infer(self) -> float:
+        """Server CPU time per inference: the figure the shared cores and the client cannot cap."""
+        return self.server_cpu / self.infer_per_s * 1e6 if self.infer_per_s else float("nan")
 
 
 def _client(protocol: str, url: str, concurrency: int) -> tuple[Any, Any]:
@@ -43,7 +71,7 @@ def _client(protocol: str, url: str, concurrency: int) -> tuple[Any, Any]:
 
 async def measure(protocol: str, url: str, model: str, concurrency: int, x: np.ndarray, warmup: float,
                   duration: float, input_name: str = "INPUT0", output_name: str = "OUTPUT0",
-                  expected: np.ndarray | None = None) -> Result:
+                  expected: np.ndarray | None = None, server_pid: int = 0) -> Result:
     """One concurrency level against one server and protocol."""
     client, tc = _client(protocol, url, concurrency)
 
@@ -84,25 +112,43 @@ async def measure(protocol: str, url: str, model: str, concurrency: int, x: np.n
                     else:
                         errors[0] += 1  # type: ignore[operator]
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        marks: dict[str, float] = {}
+
+        async def marker() -> None:
+            for edge, when in (("0", window_start), ("1", window_end)):
+                await asyncio.sleep(max(0.0, when - time.perf_counter()))
+                marks["s" + edge] = process_cpu_seconds(server_pid) if server_pid else 0.0
+                t = os.times()
+                marks["c" + edge] = t.user + t.system
+                marks["m" + edge] = machine_busy_seconds()
+                marks["w" + edge] = time.perf_counter()
+
+        await asyncio.gather(marker(), *(worker() for _ in range(concurrency)))
     finally:
         await client.close()
     ms = np.array(latencies) * 1e3
     q = (lambda p: float(np.percentile(ms, p))) if len(ms) else (lambda p: float("nan"))
+    wall = max(marks["w1"] - marks["w0"], 1e-9)
+    server = (marks["s1"] - marks["s0"]) / wall if server_pid else float("nan")
+    client = (marks["c1"] - marks["c0"]) / wall
+    other = (marks["m1"] - marks["m0"]) / wall - client - (server if server_pid else 0.0)
     return Result(protocol, concurrency, len(latencies) * x.shape[0] / duration, q(50), q(90), q(99), len(latencies),
-                  int(errors[0]), str(errors[1]))
+                  int(errors[0]), server, client, other, str(errors[1]))
 
 
-HEADER = f"{'server':<14} {'proto':<5} {'conc':>4} {'infer/s':>9} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'err':>4}"
+HEADER = (f"{'server':<14} {'proto':<5} {'conc':>4} {'infer/s':>9} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'err':>4}"
+          f" {'srv cpu':>7} {'us/inf':>6} {'cli cpu':>7} {'other':>5}")
 
 
 def row(label: str, r: Result) -> str:
     return (f"{label:<14} {r.protocol:<5} {r.concurrency:>4} {r.infer_per_s:>9.0f} {r.p50_ms:>7.2f} {r.p90_ms:>7.2f} "
-            f"{r.p99_ms:>7.2f} {r.errors:>4}")
+            f"{r.p99_ms:>7.2f} {r.errors:>4} {r.server_cpu:>7.2f} {r.server_us_per_infer:>6.0f} {r.client_cpu:>7.2f}"
+            f" {r.other_cpu:>5.2f}")
 
 
 async def sweep(label: str, urls: dict[str, str], model: str, levels: list[int], warmup: float, duration: float,
-                expected: tuple[np.ndarray, np.ndarray] | None = None, features: int = 784) -> list[Result]:
+                expected: tuple[np.ndarray, np.ndarray] | None = None, features: int = 784,
+                server_pid: int = 0) -> list[Result]:
     """Every protocol in `urls` at every concurrency level, printing a row as each finishes."""
     x = np.random.default_rng(1).standard_normal((1, features), dtype=np.float32)
     results = []
@@ -110,7 +156,7 @@ async def sweep(label: str, urls: dict[str, str], model: str, levels: list[int],
         if expected is not None:  # check the served model is the reference one before measuring it
             await measure(protocol, url, model, 1, expected[0], 0, 1e-9, expected=expected[1])
         for n in levels:
-            result = await measure(protocol, url, model, n, x, warmup, duration)
+            result = await measure(protocol, url, model, n, x, warmup, duration, server_pid=server_pid)
             print(row(label, result), flush=True)
             if result.first_error:
                 print(f"  first error: {result.first_error}", flush=True)
@@ -127,11 +173,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--label", default="server")
+    parser.add_argument("--server-pid", type=int, default=0, help="report this process's CPU use")
     args = parser.parse_args()
     urls = {p: u for p, u in (("grpc", args.grpc), ("http", args.http)) if u}
     print(HEADER)
     asyncio.run(sweep(args.label, urls, args.model, [int(c) for c in args.concurrency.split(",")], args.warmup,
-                      args.duration))
+                      args.duration, server_pid=args.server_pid))
 
 
 if __name__ == "__main__":

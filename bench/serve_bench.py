@@ -81,7 +81,7 @@ def run_variant(name: str, levels: list[int], warmup: float, duration: float, pr
         try:
             urls = {"grpc": server.grpc_url, "http": server.http_url}
             return asyncio.run(sweep(name, {p: urls[p] for p in protocols}, "mlp", levels, warmup, duration,
-                                     expected=reference()))
+                                     expected=reference(), server_pid=server.process.pid))
         finally:
             server.stop()
 

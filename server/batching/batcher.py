@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -23,6 +21,7 @@ from server.batching.clock import Clock, MonotonicClock
 from server.batching.merge import merge, split
 from server.batching.plan import Entry, plan_batch
 from server.batching.queue import PriorityQueue
+from server.batching.threads import compute_executor
 from server.batching.work import WorkItem
 from server.errors import invalid, unavailable
 from server.metrics import ModelRecorder
@@ -47,7 +46,7 @@ class DynamicBatcher:
         self._delay_ns = batching.max_queue_delay_microseconds * 1000
         self._queue = PriorityQueue(batching)
         self._instances = instances
-        self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix="twofour-batch")
+        self._executor = compute_executor(instances, "twofour-batch")
         self._workers: list[asyncio.Task[None]] = []
         self._wakeup: asyncio.Event | None = None
         self._pending = 0

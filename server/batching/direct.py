@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
-
 import torch
 
+from server.batching.threads import compute_executor
 from server.batching.work import WorkItem
 from server.errors import ServingError, ErrorKind
 from server.metrics import ModelRecorder
@@ -21,7 +20,7 @@ class DirectScheduler:
         self._runtime = runtime
         self._recorder = recorder
         self._slots = asyncio.Semaphore(instances)
-        self._executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix="twofour-exec")
+        self._executor = compute_executor(instances, "twofour-exec")
         self._pending = 0
         self._closed = False
 
