@@ -65,7 +65,7 @@ def raw_exchange(port: int, data: bytes, half_close: bool = True, timeout: float
             sock.sendall(data)
             if half_close:
                 sock.shutdown(socket.SHUT_WR)
-        except (ConnectionResetError, BrokenPipeError):  # the server refused early and closed: read its answer
+        except OSError:  # the server refused early and closed (reset, broken pipe, not connected): read its answer
             pass
         chunks = []
         while True:
