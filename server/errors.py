@@ -81,7 +81,7 @@ def too_large(message: str) -> ServingError:
 
 # An absolute path of two or more components (/a/b, /tmp/x/model.pt2) that starts a word: the directories say
 # where the server keeps its files, which no client needs; only the last component (the file's name) is kept.
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/-])/(?:[^\s'\"/:,;()\[\]{}<>]+/)+([^\s'\"/:,;()\[\]{}<>]*)")
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~/>-])/(?:[^\s'\"/:,;()\[\]{}<>]+/)+([^\s'\"/:,;()\[\]{}<>]*)")
 
 
 def redact_paths(message: str) -> str:

@@ -173,4 +173,5 @@ def test_load_failure_reasons_name_no_paths(tmp_path: Path) -> None:
     registry = Registry(tmp_path, Metrics(), failing_runtime)  # type: ignore[arg-type]
     entry = asyncio.run(registry.load("mlp"))
     assert entry.state == "UNAVAILABLE" and "Permission denied" in entry.reason
-    assert "weights.safetensors" in entry.reason and str(tmp_path) not in entry.reason, entry.reason
+    assert "<repository>/mlp/1/weights.safetensors" in entry.reason and str(tmp_path) not in entry.reason, \
+        entry.reason
