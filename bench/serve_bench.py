@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+import urllib.request
 import tempfile
 import time
 from pathlib import Path
@@ -80,8 +82,13 @@ def run_variant(name: str, levels: list[int], warmup: float, duration: float, pr
         server = ServerProcess(build_repository(Path(tmp), VARIANTS[name]), timeout=120)
         try:
             urls = {"grpc": server.grpc_url, "http": server.http_url}
-            return asyncio.run(sweep(name, {p: urls[p] for p in protocols}, "mlp", levels, warmup, duration,
-                                     expected=reference(), server_pid=server.process.pid))
+            results = asyncio.run(sweep(name, {p: urls[p] for p in protocols}, "mlp", levels, warmup, duration,
+                                        expected=reference(), server_pid=server.process.pid))
+            with urllib.request.urlopen(f"http://{server.http_url}/v2/models/mlp/stats", timeout=10) as r:
+                stats = json.load(r)["model_stats"][0]
+            print(f"  {name}: mean executed batch {int(stats['inference_count']) / int(stats['execution_count']):.2f} "
+                  f"rows over the whole run", flush=True)
+            return results
         finally:
             server.stop()
 
