@@ -70,10 +70,10 @@ def test_requests_queued_behind_a_busy_instance_run_as_one_batch_and_split_back(
         requests = [item(1), item(2, rows=3), item(3)]
         tasks = await submit(b, *requests)
         assert b.pending() == 4
-        assert m.pending.labels("m", "1")._value.get() == 4  # the Prometheus gauge follows the queue
+        assert m.registry.get_sample_value("twofour_pending_requests", {"model": "m", "version": "1"}) == 4  # the Prometheus gauge follows the queue
         rt.release.set()
         outs = await asyncio.gather(first, *tasks)
-        assert m.pending.labels("m", "1")._value.get() == 0
+        assert m.registry.get_sample_value("twofour_pending_requests", {"model": "m", "version": "1"}) == 0
         assert rt.batches == [[0.0], [1.0, 2.0, 2.0, 2.0, 3.0]]
         for request, out in zip(requests, outs[1:]):
             assert torch.equal(out["y"], request.inputs["x"] * 2)
