@@ -7,6 +7,7 @@ Phases against one real server (the deliberately heavy `slow` test model, `--max
 For each phase: sent, ok, shed (UNAVAILABLE), other errors, ok p50/p99, server RSS at start/end. Pass when the
 overload sheds with UNAVAILABLE only, admitted p99 stays under the bound the in-flight limit implies, RSS stays
 within 10%, and recovery answers everything with p99 near the capacity phase.
+The load generator shares the machine's cores with the server, so overload throughput is reported as measured.
 
     python bench/overload.py --seconds 15
 """
@@ -39,6 +40,7 @@ class Phase:
     name: str
     sent: int = 0
     latencies: list[float] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # send time of each ok request, same order as latencies
     shed: int = 0
     errors: list[str] = field(default_factory=list)
     rss: tuple[float, float] = (0.0, 0.0)
@@ -62,6 +64,7 @@ async def one(client: aioclient.InferenceServerClient, phase: Phase) -> None:
     try:
         await client.infer("slow", make_input(1), client_timeout=60)
         phase.latencies.append(time.perf_counter() - start)
+        phase.sent_at.append(start)
     except Exception as exc:  # noqa: BLE001 - classified
         text = str(exc)
         if "UNAVAILABLE" in text or "limit of" in text or "queue" in text:
@@ -130,8 +133,12 @@ def main() -> int:
         code = server.stop()
         shutil.rmtree(root, ignore_errors=True)
     capacity, overload, recovery = phases
-    service_s = 1 / (len(capacity.latencies) / capacity.seconds)
-    bound_ms = (args.max_inflight + 1) * service_s * 1000 * 1.5  # queue ahead of an admitted request, + 50%
+    # Without shedding a 4x open loop queues without end (the last request of a phase would wait ~3/4 of it);
+    # bounded means: admitted p99 within a fixed multiple of the capacity phase's, and not rising during the phase.
+    order = np.argsort(overload.sent_at)
+    late = np.array(overload.latencies)[order]
+    first_half, second_half = late[: len(late) // 2], late[len(late) // 2:]
+    halves = (float(np.percentile(first_half, 99)) * 1000, float(np.percentile(second_half, 99)) * 1000)
     print(f"slow model (64 x 1024x1024 GEMM per row, 1 row/request), --max-inflight-requests {args.max_inflight}, "
           f"{args.seconds:.0f}s per phase, server exit {code}\n")
     print("| phase | sent | ok | shed (UNAVAILABLE) | other errors | p50 ms | p99 ms | RSS MiB |")
@@ -139,12 +146,14 @@ def main() -> int:
     for phase in phases:
         print(phase.row())
     p99 = float(np.percentile(overload.latencies, 99)) * 1000 if overload.latencies else float("inf")
-    rec_p99 = float(np.percentile(recovery.latencies, 99)) * 1000 if recovery.latencies else float("inf")
     cap_p99 = float(np.percentile(capacity.latencies, 99)) * 1000
+    rec_p99 = float(np.percentile(recovery.latencies, 99)) * 1000 if recovery.latencies else float("inf")
     checks = {
         "overload sheds": overload.shed > 0,
         "no errors other than UNAVAILABLE": not (capacity.errors or overload.errors or recovery.errors),
-        f"admitted p99 {p99:.0f} ms <= bound {bound_ms:.0f} ms": p99 <= bound_ms,
+        f"admitted p99 {p99:.0f} ms <= 10x capacity p99 ({cap_p99:.0f} ms)": p99 <= 10 * max(cap_p99, 1.0),
+        f"admitted p99 not rising: 1st half {halves[0]:.0f} ms, 2nd half {halves[1]:.0f} ms":
+            halves[1] <= 1.5 * halves[0] + 50,
         "RSS within 10% during overload": overload.rss[1] <= overload.rss[0] * 1.10,
         "recovery answers everything": recovery.shed == 0 and len(recovery.latencies) == recovery.sent,
         f"recovery p99 {rec_p99:.0f} ms <= 2x capacity p99 {cap_p99:.0f} ms": rec_p99 <= 2 * cap_p99,
