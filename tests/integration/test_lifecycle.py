@@ -36,6 +36,13 @@ def slow_request(url: str, data: np.ndarray) -> np.ndarray:
 def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(slow_repository: tuple[Path, torch.nn.Module]) -> None:
     root, module = slow_repository
     server = ServerProcess(root, "--exit-timeout-secs", "60")
+    try:
+        drain_under_sigterm(server, module)
+    finally:
+        server.stop()
+
+
+def drain_under_sigterm(server: ServerProcess, module: torch.nn.Module) -> None:
     data = np.random.rand(256, 1024).astype(np.float32)
     with torch.inference_mode():
         expected = module(torch.from_numpy(data)).numpy()
@@ -54,7 +61,6 @@ def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(slow_repositor
         for future in futures:
             np.testing.assert_allclose(future.result(timeout=120), expected, rtol=1e-5, atol=1e-6)
     assert server.process.wait(60) == 0
-    server.stop()
 
 
 def test_explicit_mode_loads_and_unloads_on_request(tmp_path: Path) -> None:
