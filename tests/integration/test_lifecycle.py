@@ -99,3 +99,21 @@ def test_broken_model_is_reported_and_others_serve(server: ServerProcess) -> Non
         tensor = httpclient.InferInput("INPUT0", [1, 16], "FP32")
         tensor.set_data_from_numpy(np.zeros((1, 16), np.float32))
         http.infer("broken", [tensor])
+
+
+def test_grpc_client_deadline_is_deadline_exceeded_and_work_is_dropped(
+        slow_repository: tuple[Path, torch.nn.Module]) -> None:
+    """The design table's 504 / DEADLINE_EXCEEDED row: KServe v2 has no HTTP deadline, so it arises from gRPC."""
+    server = ServerProcess(slow_repository[0])
+    try:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        tensor = grpcclient.InferInput("INPUT0", [256, 1024], "FP32")
+        tensor.set_data_from_numpy(np.random.rand(256, 1024).astype(np.float32))
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("slow", [tensor], client_timeout=0.05)
+        assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+        small = grpcclient.InferInput("INPUT0", [1, 1024], "FP32")
+        small.set_data_from_numpy(np.zeros((1, 1024), np.float32))
+        assert client.infer("slow", [small]).as_numpy("OUTPUT0").shape == (1, 1024)
+    finally:
+        assert server.stop() == 0
