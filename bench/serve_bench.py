@@ -33,8 +33,12 @@ from tests.support.server import ServerProcess  # noqa: E402
 REFERENCE = Path("/work/shared/triton-reference/reference.npz")
 
 VARIANTS = {
-    "direct": "",
-    "batched": "dynamic_batching { max_queue_delay_microseconds: 0 }",
+    "direct": "instance_group [{ count: 1 kind: KIND_CPU }]",
+    "batched": "instance_group [{ count: 1 kind: KIND_CPU }]\ndynamic_batching { max_queue_delay_microseconds: 0 }",
+    "batched_delay500": "instance_group [{ count: 1 kind: KIND_CPU }]\n"
+                        "dynamic_batching { max_queue_delay_microseconds: 500 }",
+    "batched_2inst": "instance_group [{ count: 2 kind: KIND_CPU }]\n"
+                     "dynamic_batching { max_queue_delay_microseconds: 0 }",
 }
 
 CONFIG = """
@@ -43,7 +47,6 @@ backend: "twofour"
 max_batch_size: 64
 input [{{ name: "INPUT0" data_type: TYPE_FP32 dims: [784] }}]
 output [{{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [10] }}]
-instance_group [{{ count: 1 kind: KIND_CPU }}]
 {batching}
 """
 
