@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.support.models import build_test_repository
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, running_server
 
 TOKEN = "hardening-token"
 MAX_BYTES = 1024 * 1024
@@ -26,13 +26,9 @@ def hard_repository(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dic
 @pytest.fixture(scope="session")
 def hard_server(hard_repository: tuple[Path, dict[str, torch.nn.Module]]) -> Iterator[ServerProcess]:
     """Every model loaded (mode none), 1 MiB / 100k-element limits, load/unload behind a bearer token."""
-    process = ServerProcess(hard_repository[0], "--max-request-bytes", str(MAX_BYTES),
-                            "--max-request-elements", str(MAX_ELEMENTS), "--repository-token", TOKEN)
-    try:
+    with running_server(hard_repository[0], "--max-request-bytes", str(MAX_BYTES),
+                        "--max-request-elements", str(MAX_ELEMENTS), "--repository-token", TOKEN) as process:
         yield process
-    finally:
-        code = process.stop()
-        assert code == 0, f"server exited with {code}:\n{process.output()}"
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.support.models import build_test_repository
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, running_server
 
 
 @pytest.fixture(scope="session")
@@ -22,12 +22,8 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, di
 @pytest.fixture(scope="session")
 def server(model_repository: tuple[Path, dict[str, torch.nn.Module]]) -> Iterator[ServerProcess]:
     """The shared server over the test repository (explicit models are loaded by mode 'none': all of them)."""
-    process = ServerProcess(model_repository[0])
-    try:
+    with running_server(model_repository[0]) as process:
         yield process
-    finally:
-        code = process.stop()
-        assert code == 0, f"server exited with {code}:\n{process.output()}"
 
 
 @pytest.fixture(scope="session")

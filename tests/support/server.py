@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,6 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,3 +75,14 @@ class ServerProcess:
                 self.process.wait()
         self.log.close()
         return self.process.returncode
+
+
+@contextlib.contextmanager
+def running_server(repository: Path, *args: str, **kwargs: object) -> Iterator[ServerProcess]:
+    """A server for the duration of a `with` block; leaving it asserts a clean SIGTERM exit (code 0)."""
+    process = ServerProcess(repository, *args, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield process
+    finally:
+        code = process.stop()
+        assert code == 0, f"server exited with {code}:\n{process.output()}"
