@@ -16,7 +16,7 @@ from server.codec.http_binary import (
     binary_size, binary_tensor, check_consumed, output_bytes, parse_header_length, split_body,
 )
 from server.codec.http_json import decode_json_tensor, dumps, encode_json_data, parse_object
-from server.errors import invalid, too_large
+from server.errors import ErrorKind, ServingError, invalid, too_large
 from server.types import DATATYPES, InferRequest, InferResponse, InferTensor, RequestedOutput
 
 MAX_DIMS = 32  # far beyond any real model; numpy allows 64, and each dimension costs work to check
@@ -79,8 +79,9 @@ def _decode_input(raw: Any, index: int, region: memoryview, offset: int, has_bin
         raise invalid(f"input {name!r}: field 'shape' is missing")
     shape, count = check_shape(raw["shape"], name, max_elements)
     parameters = _parameters(raw, f"input {name!r}")
-    if "shared_memory_region" in parameters:
-        raise invalid(f"input {name!r}: shared memory inputs are not supported by this server")
+    if "shared_memory_region" in parameters:  # an extension we do not offer: UNIMPLEMENTED, as over gRPC
+        raise ServingError(ErrorKind.UNIMPLEMENTED,
+                           f"input {name!r}: shared memory inputs are not supported by this server")
     size = binary_size(parameters, name)
     if size is None:
         if "data" not in raw:

@@ -22,6 +22,7 @@ from server.settings import Settings
 from server.transport.http_body import read_body
 from server.transport.http_errors import JSON, error_response, guarded, install_handlers
 from server.transport.http_infer import InferEndpoint
+from server.transport.http_unsupported import unsupported_routes
 
 MODEL = "/v2/models/{model}"
 VERSIONED = "/v2/models/{model}/versions/{version}"
@@ -159,4 +160,6 @@ def create_http_app(dataplane: DataPlane, control: RepositoryControl, settings: 
         ]
     for path, endpoint, method in routes:
         app.add_route(path, endpoint, methods=[method], include_in_schema=False)
+    for path, endpoint, methods in unsupported_routes():
+        app.add_route(path, endpoint, methods=methods, include_in_schema=False)
     return app

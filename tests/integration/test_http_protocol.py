@@ -65,6 +65,10 @@ def test_model_metadata_ready_config(client: httpclient.InferenceServerClient) -
     assert not client.is_model_ready("no_such_model")
     assert not client.is_model_ready("mlp", "7")
     assert not client.is_model_ready("broken")
+    batched = client.get_model_config("mlp_batched")  # int64/uint64 fields as JSON numbers, as Triton writes them
+    delay = batched["dynamic_batching"]["max_queue_delay_microseconds"]
+    assert type(delay) is int and delay == 2000
+    assert all(type(d) is int for t in batched["input"] + batched["output"] for d in t["dims"])
 
 
 @pytest.mark.parametrize("binary", [True, False])
@@ -111,12 +115,27 @@ def test_every_datatype_binary_and_json(client: httpclient.InferenceServerClient
 
 
 def test_statistics_count_inferences(client: httpclient.InferenceServerClient) -> None:
+    """Exactly what this test sent, as deltas (the server is shared): 3 requests of 3 rows, one of 5, one bad."""
     before = client.get_inference_statistics("mlp")["model_stats"][0]
-    client.infer("mlp", [mlp_input(np.ones((3, 16), np.float32))])
+    for rows in (3, 3, 3, 5):
+        client.infer("mlp", [mlp_input(np.ones((rows, 16), np.float32), binary=rows != 5)])
+    with pytest.raises(InferenceServerException):
+        client.infer("mlp", [mlp_input(np.ones((3, 15), np.float32))])
     after = client.get_inference_statistics("mlp", "1")["model_stats"][0]
-    assert after["inference_count"] == before["inference_count"] + 3
-    assert after["inference_stats"]["success"]["count"] == before["inference_stats"]["success"]["count"] + 1
-    assert any(b["batch_size"] == 3 for b in after["batch_stats"])
+    assert (after["name"], after["version"]) == ("mlp", "1")
+    assert after["inference_count"] - before["inference_count"] == 14
+    assert after["execution_count"] - before["execution_count"] == 4
+    now, then = after["inference_stats"], before["inference_stats"]
+    for key in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"):
+        assert type(now[key]["count"]) is int and type(now[key]["ns"]) is int, (key, now[key])
+    assert now["success"]["count"] - then["success"]["count"] == 4 and now["success"]["ns"] > then["success"]["ns"]
+    assert now["fail"]["count"] - then["fail"]["count"] == 1
+    assert now["compute_infer"]["count"] - then["compute_infer"]["count"] == 4
+    assert now["compute_infer"]["ns"] > then["compute_infer"]["ns"]
+    batches = {b["batch_size"]: b["compute_infer"]["count"] for b in after["batch_stats"]}
+    batches_before = {b["batch_size"]: b["compute_infer"]["count"] for b in before["batch_stats"]}
+    assert batches[3] - batches_before.get(3, 0) == 3 and batches[5] - batches_before.get(5, 0) == 1
+    assert after["last_inference"] >= before["last_inference"] and after["last_inference"] > 0
     names = {(s["name"], s["version"]) for s in client.get_inference_statistics()["model_stats"]}
     assert ("mlp", "1") in names and ("mixed", "1") in names
 

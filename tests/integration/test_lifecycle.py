@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import shutil
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def slow_request(url: str, data: np.ndarray) -> np.ndarray:
     return client.infer("slow", [tensor]).as_numpy("OUTPUT0")
 
 
-def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(slow_repository: tuple[Path, torch.nn.Module]) -> None:
+def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(
+        slow_repository: tuple[Path, torch.nn.Module]) -> None:
     root, module = slow_repository
     server = ServerProcess(root, "--exit-timeout-secs", "60")
     try:
@@ -55,9 +57,20 @@ def drain_under_sigterm(server: ServerProcess, module: torch.nn.Module) -> None:
         time.sleep(0.2)
         with pytest.raises(InferenceServerException) as refused:
             slow_request(server.grpc_url, data[:1])
-        assert "shutting down" in str(refused.value) or "UNAVAILABLE" in str(refused.value)
-        with pytest.raises(OSError):  # readiness turned off at once (503) or the listener is gone
+        assert refused.value.status() == "StatusCode.UNAVAILABLE", refused.value
+        assert "shutting down" in refused.value.message(), refused.value
+        http = httpclient.InferenceServerClient(server.http_url)
+        assert not http.is_server_ready()  # listeners stay open while draining: readiness is 503 at once
+        assert http.is_server_live()
+        tensor = httpclient.InferInput("INPUT0", [1, 1024], "FP32").set_data_from_numpy(data[:1])
+        with pytest.raises(InferenceServerException) as refused_http:
+            http.infer("slow", [tensor])
+        assert refused_http.value.status() == "503", refused_http.value
+        assert "shutting down" in refused_http.value.message(), refused_http.value
+        with pytest.raises(urllib.error.HTTPError) as ready:
             urllib.request.urlopen(f"http://{server.http_url}/v2/health/ready", timeout=2)
+        assert ready.value.code == 503 and b"shutting down" in ready.value.read()
+        http.close()
         for future in futures:
             np.testing.assert_allclose(future.result(timeout=120), expected, rtol=1e-5, atol=1e-6)
     assert server.process.wait(60) == 0

@@ -85,7 +85,7 @@ CASES: list[tuple[str, tuple[memoryview, str | None], ErrorKind, str]] = [
      "binary tensor data"),
     ("no data", json_body({"inputs": [tensor()]}), ErrorKind.INVALID_ARGUMENT, "neither 'data' nor"),
     ("shared memory", json_body({"inputs": [tensor(parameters={"shared_memory_region": "r"})]}),
-     ErrorKind.INVALID_ARGUMENT, "shared memory"),
+     ErrorKind.UNIMPLEMENTED, "shared memory"),
     ("input parameters not object", json_body({"inputs": [tensor(data=[1, 2], parameters=[1])]}),
      ErrorKind.INVALID_ARGUMENT, "'parameters' must be a JSON object"),
     ("request parameters not object", json_body({"inputs": [tensor(data=[1, 2])], "parameters": 4}),
