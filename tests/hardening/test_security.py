@@ -129,10 +129,13 @@ def test_repository_control_needs_the_token_on_both_transports(server, repo) -> 
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": "Basic x"}):
         status, payload = http.request("POST", "/v2/repository/models/mixed/load", b"", headers)
         assert status == 401, (headers, status)
+        assert "bearer token" in error_text(status, payload, repo[0]) and TOKEN.encode() not in payload
     http.close()
     client = grpcclient.InferenceServerClient(server.grpc_url)
-    with pytest.raises(Exception, match="bearer token"):
+    with pytest.raises(grpcclient.InferenceServerException) as info:
         client.load_model("mixed", headers={"authorization": "Bearer nope"})
+    assert info.value.status() == "StatusCode.UNAUTHENTICATED" and "bearer token" in info.value.message()
+    assert TOKEN not in info.value.message()  # the server's secret is never echoed
     assert not client.is_model_ready("mixed")
 
 
@@ -147,9 +150,12 @@ def test_repository_control_can_be_switched_off(repo) -> None:  # type: ignore[n
             assert status == 403 and "disabled" in error_text(status, payload, repo[0])
         http.close()
         client = grpcclient.InferenceServerClient(process.grpc_url)
-        with pytest.raises(Exception, match="disabled"):
-            client.unload_model("mlp")
-        assert client.is_model_ready("mlp")
+        for call in (lambda: client.unload_model("mlp"), lambda: client.load_model("mixed"),
+                     client.get_model_repository_index):
+            with pytest.raises(grpcclient.InferenceServerException) as info:
+                call()
+            assert info.value.status() == "StatusCode.PERMISSION_DENIED" and "disabled" in info.value.message()
+        assert client.is_model_ready("mlp") and not client.is_model_ready("mixed")
     finally:
         assert process.stop() == 0
 

@@ -50,6 +50,7 @@ def test_health_and_server_metadata(client: grpcclient.InferenceServerClient, se
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("mlp") and client.is_model_ready("mlp", "1")
     assert not client.is_model_ready("broken")
+    assert not client.is_model_ready("no_such_model") and not client.is_model_ready("mlp", "7")
     meta = client.get_server_metadata()
     assert meta.name == "twofour" and meta.version
     assert {"model_repository", "statistics", "binary_tensor_data"} <= set(meta.extensions)
@@ -74,7 +75,8 @@ def test_model_metadata_and_config(client: grpcclient.InferenceServerClient) -> 
 def test_infer_matches_the_torch_model_and_echoes_the_id(client: grpcclient.InferenceServerClient,
                                                          modules: dict[str, torch.nn.Module]) -> None:
     data = RNG.standard_normal((5, 16)).astype(np.float32)
-    result = client.infer("mlp", [fp32_input(data)], request_id="req-42", priority=1, timeout=10_000_000)
+    result = client.infer("mlp", [fp32_input(data)], request_id="req-42", priority=1, timeout=10_000_000,
+                          parameters={"custom": "ok", "n": 3, "flag": True})  # unknown parameters are accepted
     assert result.get_response().id == "req-42" and result.get_response().model_version == "1"
     np.testing.assert_allclose(result.as_numpy("OUTPUT0"), torch_out(modules["mlp"], data).numpy(),
                                rtol=1e-5, atol=1e-6)

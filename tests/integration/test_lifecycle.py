@@ -116,17 +116,40 @@ def test_broken_model_is_reported_and_others_serve(server: ServerProcess) -> Non
 
 def test_grpc_client_deadline_is_deadline_exceeded_and_work_is_dropped(
         slow_repository: tuple[Path, torch.nn.Module]) -> None:
-    """The design table's 504 / DEADLINE_EXCEEDED row: KServe v2 has no HTTP deadline, so it arises from gRPC."""
-    server = ServerProcess(slow_repository[0])
+    """The design table's 504 / DEADLINE_EXCEEDED row: KServe v2 has no HTTP deadline, so it arises from gRPC.
+
+    Four heavy requests occupy the single instance; a small one queued behind them with a short deadline gets
+    DEADLINE_EXCEEDED and is never computed (executions grow by five: the four and the small one sent after)."""
+    root, module = slow_repository
+    server = ServerProcess(root)
     try:
         client = grpcclient.InferenceServerClient(server.grpc_url)
-        tensor = grpcclient.InferInput("INPUT0", [256, 1024], "FP32")
-        tensor.set_data_from_numpy(np.random.rand(256, 1024).astype(np.float32))
-        with pytest.raises(InferenceServerException) as info:
-            client.infer("slow", [tensor], client_timeout=0.05)
-        assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
-        small = grpcclient.InferInput("INPUT0", [1, 1024], "FP32")
-        small.set_data_from_numpy(np.zeros((1, 1024), np.float32))
+
+        def stats() -> tuple[int, int, int]:
+            (row,) = client.get_inference_statistics("slow").model_stats
+            return row.execution_count, row.inference_stats.success.count, row.inference_stats.fail.count
+
+        before = stats()
+        heavy = np.random.rand(256, 1024).astype(np.float32)
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            busy = [pool.submit(slow_request, server.grpc_url, heavy) for _ in range(4)]
+            time.sleep(0.2)
+            small = grpcclient.InferInput("INPUT0", [1, 1024], "FP32")
+            small.set_data_from_numpy(np.zeros((1, 1024), np.float32))
+            with pytest.raises(InferenceServerException) as info:
+                client.infer("slow", [small], client_timeout=0.2)
+            assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED", info.value
+            assert not all(f.done() for f in busy), "the heavy requests finished too soon to queue the small one"
+            with torch.inference_mode():
+                expected = module(torch.from_numpy(heavy)).numpy()
+            for future in busy:
+                np.testing.assert_allclose(future.result(timeout=120), expected, rtol=1e-5, atol=1e-6)
         assert client.infer("slow", [small]).as_numpy("OUTPUT0").shape == (1, 1024)
+        deadline = time.monotonic() + 10
+        while stats()[2] == before[2] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        after = stats()
+        assert after[1] - before[1] == 5 and after[2] - before[2] == 1, (before, after)
+        assert after[0] - before[0] == 5, f"the expired request was computed: {before} -> {after}"
     finally:
         assert server.stop() == 0
