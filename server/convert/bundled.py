@@ -93,7 +93,7 @@ def build(repository: Path, name: str = "mnist_mlp", method: str = "sparsegpt", 
             source=work / "mnist_mlp.pt2", name=name, output_repository=repository, calibration=calibration,
             evaluation=evaluation, method=method, version=1, calibration_samples=512, max_batch_size=64,
             dynamic_batching=True, max_accuracy_drop=1.0, show_progress=show_progress))
-    print_report(result.report)
+    print_report(result.report, seconds=result.seconds)
     return result.version_dir
 
 

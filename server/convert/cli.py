@@ -59,7 +59,7 @@ def run_convert(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"twofour convert: {exc}", file=sys.stderr)
         return 1
-    print_report(result.report)
+    print_report(result.report, seconds=result.seconds)
     print(f"wrote {result.version_dir}")
     return 0
 

@@ -1,7 +1,8 @@
 """`twofour convert` end to end: load -> select -> calibrate + prune (+ recover) -> write -> evaluate -> commit.
 
 The repository is touched only by the final rename, so a failure anywhere (bad data, a rejected accuracy drop)
-leaves it as it was. Deterministic: fixed seeds, data in file order, sorted tensors, fixed archive names.
+leaves it as it was. Deterministic: fixed seeds, data in file order, sorted tensors, fixed archive names and no
+wall time in sparsity.json, so the same inputs give byte-identical repository files.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class ConvertOptions:
 class ConvertResult:
     version_dir: Path
     report: dict
+    seconds: float  # wall time; printed, never written into the repository (it would break byte-identical files)
 
 
 def convert(options: ConvertOptions) -> ConvertResult:
@@ -94,13 +96,13 @@ def convert(options: ConvertOptions) -> ConvertResult:
             recover=None if options.recover is None else vars(options.recover).copy(),
             calibration=calibration, evaluation=scores, evaluation_is_calibration=options.evaluation is None,
             layers=layer_rows(decisions, outcome, options.method), dense_bytes=dense_bytes,
-            stored_bytes=stored_bytes, seconds=time.perf_counter() - started, distil_loss=outcome.distil_loss,
+            stored_bytes=stored_bytes, distil_loss=outcome.distil_loss,
             extra=source.extra)
         if options.max_accuracy_drop is not None and scores["drop"] > options.max_accuracy_drop:
             raise ConversionRejected(
                 f"conversion rejected: the evaluation drop is {scores['drop']:.4f} points, more than "
                 f"--max-accuracy-drop {options.max_accuracy_drop}; nothing was written")
         staging.write_report(report)
-        return ConvertResult(staging.commit(), report)
+        return ConvertResult(staging.commit(), report, time.perf_counter() - started)
     finally:
         staging.discard()

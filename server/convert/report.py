@@ -1,7 +1,10 @@
 """The conversion report: sparsity.json in the version directory, and the table printed at the end.
 
-sparsity.json is written with sorted keys and rounded floats so two runs on the same inputs produce the same file;
-the one field that differs between runs is `conversion.seconds` (how long it took).
+sparsity.json is written with sorted keys and rounded floats, and it holds nothing that depends on when or how fast
+the conversion ran, so two runs on the same inputs produce byte-identical files. The one non-deterministic figure,
+the wall time the conversion took, is therefore kept out of the repository: it is printed at the end of the report
+("took N s") and returned as `ConvertResult.seconds`. (Reports written before this rule may still carry
+`conversion.seconds`; print_report shows it when present.)
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def layer_rows(decisions: list[Decision], outcome: PruneOutcome, method: str) ->
 
 def build_report(*, source_label: str, source_kind: str, method: str, recover: dict[str, Any] | None,
                  calibration: Dataset, evaluation: dict[str, Any], evaluation_is_calibration: bool,
-                 layers: list[dict[str, Any]], dense_bytes: int, stored_bytes: int, seconds: float,
+                 layers: list[dict[str, Any]], dense_bytes: int, stored_bytes: int,
                  distil_loss: dict[str, list[float]], extra: dict[str, Any]) -> dict[str, Any]:
     versions = {"torch": torch.__version__, "twofour": __version__, "python": platform.python_version()}
     if source_kind == "huggingface":
@@ -66,7 +69,6 @@ def build_report(*, source_label: str, source_kind: str, method: str, recover: d
                    "dense_bytes": dense_bytes, "stored_bytes": stored_bytes,
                    "ratio": round(stored_bytes / dense_bytes, 6) if dense_bytes else 1.0},
         "distillation_loss": {k: [round(v, 6) for v in losses] for k, losses in distil_loss.items()},
-        "conversion": {"seconds": round(seconds, 1)},
         "versions": versions,
     }
 
@@ -75,8 +77,8 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB"
 
 
-def print_report(report: dict[str, Any], console: Console | None = None) -> None:
-    """Per-layer table, then the model-level summary."""
+def print_report(report: dict[str, Any], console: Console | None = None, seconds: float | None = None) -> None:
+    """Per-layer table, then the model-level summary; `seconds`: the wall time the conversion took, if known."""
     if console is None:
         console = Console()
         if not console.is_terminal:
@@ -102,4 +104,7 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         console.print(f"top-1 agreement with dense: {evaluation['top1_agreement']:.2%}")
     if "accuracy" in evaluation:
         console.print(f"accuracy: dense {evaluation['dense_accuracy']:.2f}% -> 2:4 {evaluation['accuracy']:.2f}%")
-    console.print(f"took {report['conversion']['seconds']:.1f} s")
+    if seconds is None:
+        seconds = report.get("conversion", {}).get("seconds")
+    if seconds is not None:
+        console.print(f"took {seconds:.1f} s")
