@@ -26,8 +26,10 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     convert.add_argument("--calibration-samples", type=int, default=128, help="samples used (first N; 0 = all)")
     convert.add_argument("--evaluation", type=Path, default=None,
                          help="held-out data for the agreement figures (default: the calibration data)")
-    convert.add_argument("--skip", action="append", default=[], metavar="GLOB", help="keep matching layers dense")
-    convert.add_argument("--only", action="append", default=[], metavar="GLOB", help="prune only matching layers")
+    convert.add_argument("--skip", action="append", default=[], metavar="GLOB",
+                         help="keep matching layers dense (repeatable)")
+    convert.add_argument("--only", action="append", default=[], metavar="GLOB",
+                         help="prune only matching layers (repeatable)")
     convert.add_argument("--max-batch-size", type=int, default=64, help="config max_batch_size")
     convert.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=True,
                          help="enable dynamic batching in config.pbtxt")

@@ -21,7 +21,7 @@ from server.artifacts import load_weights
 from server.cli import main as cli_main
 from server.convert import bundled
 from server.convert.pipeline import ConversionRejected, ConvertOptions, convert
-from server.repository import CONFIG_FILE, PROGRAM_FILE, REPORT_FILE, WEIGHTS_FILE
+from server.repository import CONFIG_FILE, PROGRAM_FILE, REPORT_FILE, WEIGHTS_FILE, read_config
 from server.sparsity import is_2_4
 from tests.support.server import ROOT, ServerProcess
 
@@ -172,6 +172,21 @@ def test_only_and_skip_select_layers(mnist_case: dict, tmp_path: Path) -> None:
     report = convert(options(mnist_case, tmp_path, "magnitude", only=["fc1"])).report
     reasons = {r["name"]: r["reason"] for r in report["layers"]}
     assert reasons == {"fc1": "", "fc2": "not matched by --only", "head": "not matched by --only"}
+
+
+def test_cli_flags_reach_the_repository(mnist_case: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main(["convert", str(mnist_case["work"] / "mlp.pt2"), "--name", "flags", "--output-repository",
+                     str(tmp_path), "--calibration", str(mnist_case["calibration"]), "--calibration-samples", "32",
+                     "--method", "magnitude", "--no-dynamic-batching", "--max-batch-size", "8", "--skip", "fc2",
+                     "--version", "3", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    config = read_config(tmp_path / "flags", "flags")
+    assert config.max_batch_size == 8 and not config.HasField("dynamic_batching")
+    assert load_weights(tmp_path / "flags" / "3" / WEIGHTS_FILE).sparse == {"fc1.weight"}
+    report = json.loads((tmp_path / "flags" / "3" / REPORT_FILE).read_text())
+    assert report["method"] == "magnitude" and report["calibration"]["samples"] == 32
+    assert re.search(r"took \d+\.\d s", out) and "fc2" in out and "matched by --skip" in out
 
 
 def test_cli_reports_bad_input_clearly(mnist_case: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
