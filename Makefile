@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS := -q --disable-pip-version-check
 
-.PHONY: setup serve test bench
+.PHONY: setup serve lint test bench
 
 setup: $(VENV)/.installed
 
@@ -16,7 +16,12 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 serve: setup
 	$(VENV)/bin/twofour serve --model-repository model_repo
 
-## the whole test suite, then the deployment manifests' offline validation
-test: setup
+## ruff (style, imports, likely bugs) and mypy (types); their settings are in pyproject.toml
+lint: setup
+	$(VENV)/bin/ruff check server tests bench
+	$(PY) -m mypy
+
+## lint, the whole test suite, then the deployment manifests' offline validation
+test: setup lint
 	$(PY) -m pytest -q
 	@if [ -f deploy/validate.sh ]; then bash deploy/validate.sh; fi

@@ -51,11 +51,10 @@ def _median_latency(client: object, model: str, x: np.ndarray, seconds: float) -
 def _report(url: str) -> None:
     """The sparse model's decision table, from the server's own SparsityService (what operators will see)."""
     import grpc
+    from google.protobuf import json_format
 
     from server.proto import sparsity_pb2 as pb
     from server.proto import sparsity_pb2_grpc as pb_grpc
-    from google.protobuf import json_format
-
     from server.runtime.gpu_decision import format_table
 
     with grpc.insecure_channel(url) as channel:

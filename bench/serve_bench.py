@@ -15,9 +15,9 @@ import argparse
 import asyncio
 import json
 import sys
-import urllib.request
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +123,7 @@ def main() -> None:
                for v in args.variants.split(",")}
     if {"direct", "batched"} <= results.keys():
         print("\nbatched / direct (throughput ratio, p50 difference):")
-        for d, b in zip(results["direct"], results["batched"]):
+        for d, b in zip(results["direct"], results["batched"], strict=True):
             print(f"  {d.protocol:<5} conc {d.concurrency:>3}: x{b.infer_per_s / d.infer_per_s:.2f} infer/s, "
                   f"p50 {b.p50_ms - d.p50_ms:+.3f} ms")
 

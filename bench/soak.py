@@ -81,7 +81,7 @@ def run_traffic(server: ServerProcess, mlp: torch.nn.Module, batched: torch.nn.M
             client = grpcclient.InferenceServerClient(server.grpc_url)
             done = threading.Semaphore(0)
 
-            def callback(result, error) -> None:  # type: ignore[no-untyped-def]
+            def callback(result, error, done: threading.Semaphore = done) -> None:  # type: ignore[no-untyped-def]
                 if error is not None:
                     counts.add("grpc stream", str(error))
                 else:

@@ -147,7 +147,9 @@ class DataPlane:
             recorder.request_done(False, time.perf_counter_ns() - arrival, error.kind.value)
             if error.kind == ErrorKind.INTERNAL:
                 log.exception("inference on %s failed", request.model_name)
-            raise error if not isinstance(exc, asyncio.CancelledError) else exc
+            if error is exc or isinstance(exc, asyncio.CancelledError):
+                raise
+            raise error from exc
         finally:
             self._in_flight -= 1
             if not self._in_flight:
@@ -168,11 +170,12 @@ class DataPlane:
                 raise invalid(f"input {tensor.name!r} appears more than once")
             datatype = wire_datatype(expected.data_type)
             if tensor.datatype != datatype:
-                raise invalid(f"input {tensor.name!r}: datatype {tensor.datatype} does not match the model's {datatype}")
+                raise invalid(f"input {tensor.name!r}: datatype {tensor.datatype} "
+                              f"does not match the model's {datatype}")
             dims = list(expected.dims)
             shape = list(tensor.shape)
             want = ([-1] + dims) if batched else dims
-            if len(shape) != len(want) or any(w != -1 and w != s for w, s in zip(want, shape)) or \
+            if len(shape) != len(want) or any(w != -1 and w != s for w, s in zip(want, shape, strict=True)) or \
                     any(s < 0 for s in shape):
                 raise invalid(f"input {tensor.name!r}: shape {shape} does not match the model's {want}")
             if batched:
@@ -245,7 +248,7 @@ class RepositoryControl:
             if entry is None:
                 rows.append({"name": name, "version": "", "state": "UNAVAILABLE", "reason": "not loaded"})
                 continue
-            versions = sorted(entry.versions) or [None]
+            versions: list[int | None] = [*sorted(entry.versions)] or [None]
             for v in versions:
                 rows.append({"name": name, "version": "" if v is None else str(v), "state": entry.state,
                              "reason": entry.reason})

@@ -21,7 +21,12 @@ from server.batching.work import Scheduler
 from server.errors import ErrorKind, ServingError, not_found, redact_paths, unavailable
 from server.metrics import Metrics
 from server.repository import (
-    RepositoryError, check_version_dir, list_model_names, model_dir, read_config, select_versions,
+    RepositoryError,
+    check_version_dir,
+    list_model_names,
+    model_dir,
+    read_config,
+    select_versions,
 )
 from server.runtime.base import Runtime, RuntimeDescription
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -86,7 +88,7 @@ def write_config(path: Path, config: mc.ModelConfig) -> None:
     (path / CONFIG_FILE).write_text(text_format.MessageToString(config), encoding="utf-8")
 
 
-def _validate_tensors(tensors, kind: str, source: str, batched: bool) -> None:  # type: ignore[no-untyped-def]
+def _validate_tensors(tensors: Sequence[Any], kind: str, source: str, batched: bool) -> None:
     if not tensors:
         raise RepositoryError(f"{source}: field '{kind}' must list at least one tensor")
     seen: set[str] = set()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+
 import torch
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -138,7 +139,7 @@ class DynamicBatcher:
                     item.future.set_exception(exc)
             return
         rows = 0
-        for item, outputs in zip(items, results):
+        for item, outputs in zip(items, results, strict=True):
             rows += item.rows
             self._recorder.request_computed(start - item.queue_start_ns, in_ns, infer_ns, out_ns)
             if not item.future.done():

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+
 import torch
 
 from server.batching.threads import compute_executor
 from server.batching.work import WorkItem
-from server.errors import ServingError, ErrorKind
+from server.errors import ErrorKind, ServingError
 from server.metrics import ModelRecorder
 from server.runtime.base import Runtime
 

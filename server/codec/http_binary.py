@@ -74,4 +74,4 @@ def output_bytes(array: np.ndarray) -> memoryview:
     """The raw little-endian bytes of an output, for the response body (no copy when contiguous)."""
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
-    return memoryview(array.reshape(-1).view(np.uint8))
+    return array.reshape(-1).view(np.uint8).data

@@ -13,7 +13,12 @@ from typing import Any
 import numpy as np
 
 from server.codec.http_binary import (
-    binary_size, binary_tensor, check_consumed, output_bytes, parse_header_length, split_body,
+    binary_size,
+    binary_tensor,
+    check_consumed,
+    output_bytes,
+    parse_header_length,
+    split_body,
 )
 from server.codec.http_json import decode_json_tensor, dumps, encode_json_data, parse_object
 from server.errors import ErrorKind, ServingError, invalid, too_large

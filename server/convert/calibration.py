@@ -1,8 +1,9 @@
 """Calibration and evaluation data: .npz / .safetensors arrays named like the model inputs, or a text file.
 
 A text file (one UTF-8 sample per line, blank lines ignored) is tokenized with the source's tokenizer, at most
-128 tokens per sample; the first N lines are used, batched by length. Each batch carries a token mask so padding never enters the layer statistics. An array
-file may also hold `labels` (integer class per sample): evaluation then reports accuracy.
+128 tokens per sample; the first N lines are used, batched by length. Each batch carries a token mask so padding
+never enters the layer statistics. An array file may also hold `labels` (integer class per sample): evaluation then
+reports accuracy.
 Samples are taken in file order (the first N), so a conversion is reproducible from its files alone.
 """
 
@@ -84,7 +85,7 @@ def _array_batches(arrays: dict[str, np.ndarray], source: Source, limit: int | N
         if array.shape[0] != count:
             raise ValueError(f"array {spec.name!r} has {array.shape[0]} samples, {present[0].name!r} has {count}")
         dims = array.shape[1:]
-        if len(dims) != len(spec.dims) or any(w not in (-1, d) for w, d in zip(spec.dims, dims)):
+        if len(dims) != len(spec.dims) or any(w not in (-1, d) for w, d in zip(spec.dims, dims, strict=True)):
             raise ValueError(f"array {spec.name!r} has sample shape {list(dims)}; the model takes {list(spec.dims)}")
         tensors[spec.name] = torch.from_numpy(np.ascontiguousarray(array)).to(spec.dtype)
     labels = next((arrays[k] for k in LABEL_KEYS if k in arrays), None)

@@ -49,8 +49,8 @@ def compare(source: Source, data: Dataset, dense: list[dict[str, torch.Tensor]],
     for spec in source.outputs:
         if not spec.dtype.is_floating_point:
             continue
-        d = torch.cat([_rows(o[spec.name].double(), b.token_mask) for o, b in zip(dense, data.batches)])
-        s = torch.cat([_rows(o[spec.name].double(), b.token_mask) for o, b in zip(sparse, data.batches)])
+        d = torch.cat([_rows(o[spec.name].double(), b.token_mask) for o, b in zip(dense, data.batches, strict=True)])
+        s = torch.cat([_rows(o[spec.name].double(), b.token_mask) for o, b in zip(sparse, data.batches, strict=True)])
         cosine = torch.nn.functional.cosine_similarity(d, s, dim=1, eps=1e-12)
         result["outputs"][spec.name] = {"mean_cosine": round(float(cosine.mean()), 6),
                                         "min_cosine": round(float(cosine.min()), 6),

@@ -93,7 +93,8 @@ def load(directory: Path) -> tuple[Encoder, Any]:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
     except ImportError as exc:  # pragma: no cover - the 'convert' extra is missing
-        raise ValueError("converting a Hugging Face directory needs `transformers` (pip install twofour[convert])") from exc
+        raise ValueError("converting a Hugging Face directory needs `transformers` "
+                         "(pip install twofour[convert])") from exc
     if not any(directory.glob("*.safetensors")):
         raise ValueError(f"{directory.name}: no *.safetensors weights (pickled .bin checkpoints are not loaded)")
     hf_logging.set_verbosity_error()  # the dropped pooler is expected, not news

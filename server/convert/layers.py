@@ -53,16 +53,21 @@ def _weight_attr(node: object) -> str | None:
     return None
 
 
+def _swaps_two_dims(perm: object) -> bool:
+    return isinstance(perm, (list, tuple)) and list(perm) == [1, 0]
+
+
 def _transposed_attr(node: object) -> str | None:
     if isinstance(node, fx.Node) and node.op == "call_function" and node.target in _TRANSPOSES:
-        if node.target == aten.permute.default and list(node.args[1]) != [1, 0]:
+        if node.target == aten.permute.default and not _swaps_two_dims(node.args[1]):
             return None
         return _weight_attr(node.args[0])
     return None
 
 
 def expose_graph_linears(gm: fx.GraphModule) -> list[Target]:
-    """Rewrite linear/addmm/mm-on-a-weight calls of an exported module into `LinearCall`s; return them in graph order."""
+    """Rewrite linear/addmm/mm-on-a-weight calls of an exported module into `LinearCall`s; return them in graph
+    order."""
     targets: list[Target] = []
     seen: set[str] = set()
     graph = gm.graph

@@ -70,7 +70,8 @@ def _apply(weight: torch.Tensor, mask: torch.Tensor) -> Pruned:
 
 def _check(weight: torch.Tensor) -> None:
     if weight.dim() != 2 or weight.shape[1] % GROUP:
-        raise ValueError(f"2:4 pruning needs a 2-D weight whose input dim is a multiple of 4, got {tuple(weight.shape)}")
+        raise ValueError(f"2:4 pruning needs a 2-D weight whose input dim is a multiple of 4, "
+                         f"got {tuple(weight.shape)}")
 
 
 def magnitude(weight: torch.Tensor, stats: LayerStats | None = None) -> Pruned:

@@ -84,7 +84,7 @@ class Pruner:
         finally:
             for h in handles:
                 h.remove()
-        groups: list[list[Target]] = []
+        groups: list[list[tuple[Target, torch.Tensor]]] = []
         for target, x in seen:
             for group in groups:
                 if group[0][1] is x:
@@ -124,19 +124,19 @@ class Pruner:
             if id(target) not in called:  # never reached by the calibration data: stats-free methods only
                 pending.append((target, target.param.detach().clone(), None))
         for group in groups:
-            stats = self._stats(run, count, group[0])
+            group_stats = self._stats(run, count, group[0])
             for target in group:
                 dense = target.param.detach().clone()
-                pruned = self.method(dense, stats)
+                pruned = self.method(dense, group_stats)
                 weight = pruned.weight
                 if self.recover is not None:
-                    weight = refit(dense, pruned.mask, stats, self.recover.damp, self.recover.rows_per_solve)
+                    weight = refit(dense, pruned.mask, group_stats, self.recover.damp, self.recover.rows_per_solve)
                 with torch.no_grad():
                     target.param.copy_(weight)
                 self.masks[target.weight_name] = pruned.mask
-                pending.append((target, dense, stats))
+                pending.append((target, dense, group_stats))
                 bar.update(1)
-        for target, dense, stats in pending:
+        for target, dense, _ in pending:
             if target.weight_name not in self.masks:  # unreached layer
                 pruned = self.method(dense, None)
                 with torch.no_grad():
@@ -203,17 +203,18 @@ class Pruner:
             with torch.no_grad():
                 dense_out = [_first(block(*a, **k)) for a, k in dense_in]
 
-            def run_block(i: int, block: nn.Module = block) -> torch.Tensor:
+            def run_block(i: int, block: nn.Module = block,
+                          inputs: list[tuple[tuple[Any, ...], dict[str, Any]]] = pruned_in) -> torch.Tensor:
                 self.token_mask = token_masks[i]
-                args, kwargs = pruned_in[i]
+                args, kwargs = inputs[i]
                 return _first(block(*args, **kwargs))
 
             if targets:
                 self._prune_unit(f"block {index}", run_block, token_masks, targets, dense_out, bar)
             with torch.no_grad():
                 pruned_out = [run_block(i) for i in range(len(batches))]
-            dense_in = [_replace_hidden(a, k, o) for (a, k), o in zip(dense_in, dense_out)]
-            pruned_in = [_replace_hidden(a, k, o) for (a, k), o in zip(pruned_in, pruned_out)]
+            dense_in = [_replace_hidden(a, k, o) for (a, k), o in zip(dense_in, dense_out, strict=True)]
+            pruned_in = [_replace_hidden(a, k, o) for (a, k), o in zip(pruned_in, pruned_out, strict=True)]
         return remaining
 
 

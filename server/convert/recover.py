@@ -69,13 +69,13 @@ def distil(run: Callable[[int], torch.Tensor], targets: list[torch.Tensor], mask
                         diff = diff[keep]
                     loss = diff.pow(2).mean() / target.pow(2).mean().clamp(min=1e-12)
                     loss.backward()
-                for w, m in zip(weights, masks):
+                for w, m in zip(weights, masks, strict=True):
                     if m is not None and w.grad is not None:
                         w.grad.mul_(m)
                 optimizer.step()
                 schedule.step()
                 with torch.no_grad():
-                    for w, m in zip(weights, masks):
+                    for w, m in zip(weights, masks, strict=True):
                         if m is not None:
                             w.mul_(m).add_(0.0)
                 epoch_loss += float(loss.detach())

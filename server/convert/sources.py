@@ -80,7 +80,7 @@ def _program_source(path: Path) -> Source:
         names = ["output"]
     else:
         names = [f"output_{i}" for i in range(len(user_values))]
-    outputs = [_spec_of(n, v) for n, v in zip(names, user_values)]
+    outputs = [_spec_of(n, v) for n, v in zip(names, user_values, strict=True)]
     module = program.module()
     targets = expose_graph_linears(module)
     heads = {targets[-1].name} if targets else set()
@@ -93,7 +93,8 @@ def _hf_source(path: Path, max_batch_size: int) -> Source:
     encoder, tokenizer = hf.load(path)
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if encoder.uses_token_types else [])
     inputs = [TensorSpec(n, torch.int64, (-1,), optional=(n == "token_type_ids")) for n in names]
-    hidden = int(encoder.model.config.hidden_size)
+    config: Any = encoder.model.config  # an HF PretrainedConfig; nn.Module's __getattr__ types it as Tensor | Module
+    hidden = int(config.hidden_size)
     outputs = [TensorSpec("last_hidden_state", torch.float32, (-1, hidden))]
     if encoder.pooling is not None:
         width = hidden * len(encoder.pooling.modes)
@@ -123,4 +124,4 @@ def forward(source: Source, inputs: dict[str, torch.Tensor]) -> dict[str, torch.
         return {n: result[n] for n in names}
     if isinstance(result, torch.Tensor):
         result = (result,)
-    return dict(zip(names, result))
+    return dict(zip(names, result, strict=False))

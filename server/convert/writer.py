@@ -21,7 +21,13 @@ from tritonclient.grpc import model_config_pb2 as mc
 from server.artifacts import save_program, save_weights
 from server.convert.sources import Source
 from server.repository import (
-    CONFIG_FILE, PROGRAM_FILE, REPORT_FILE, WEIGHTS_FILE, available_versions, check_model_name, validate_config,
+    CONFIG_FILE,
+    PROGRAM_FILE,
+    REPORT_FILE,
+    WEIGHTS_FILE,
+    available_versions,
+    check_model_name,
+    validate_config,
     write_config,
 )
 from server.types import TORCH_TO_WIRE, WIRE_TO_CONFIG

@@ -64,4 +64,4 @@ def call(module: torch.nn.Module, binding: Binding, batch: dict[str, torch.Tenso
     values = list(result)
     if len(values) < len(binding.outputs):
         raise ValueError(f"program returned {len(values)} outputs; config names {len(binding.outputs)}")
-    return dict(zip(binding.outputs, values))
+    return dict(zip(binding.outputs, values, strict=False))

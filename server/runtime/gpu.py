@@ -24,9 +24,15 @@ from server.repository import PROGRAM_FILE, WEIGHTS_FILE
 from server.runtime.base import RuntimeDescription
 from server.runtime.binding import call, make_binding
 from server.runtime.gpu_decision import (
-    DEFAULT_MARGIN, CachedTimer, LayerDecision, LayerShape, Timer, decide_layer, format_table,
+    DEFAULT_MARGIN,
+    CachedTimer,
+    LayerDecision,
+    LayerShape,
+    Timer,
+    decide_layer,
+    format_table,
 )
-from server.runtime.gpu_layers import SparseFactory, SwitchLinear, install_switches, tensor_bytes
+from server.runtime.gpu_layers import SparseFactory, install_switches, tensor_bytes
 from server.runtime.gpu_rules import batch_sizes, kernel_shape_problem, sequence_length
 from server.types import CONFIG_TO_WIRE, DATATYPES
 

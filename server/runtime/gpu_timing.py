@@ -22,7 +22,7 @@ def available_backend() -> str:
     return "cusparselt" if cusparselt is not None and cusparselt.is_available() else "cutlass"
 
 
-def _subclass(backend: str) -> type:
+def _subclass(backend: str) -> type[torch.sparse.SparseSemiStructuredTensor]:
     if backend == "cusparselt":
         return torch.sparse.SparseSemiStructuredTensorCUSPARSELT
     if backend == "cutlass":

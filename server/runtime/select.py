@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -37,7 +38,7 @@ def resolve_device(requested: str) -> str:
     return "cpu" if problem else "cuda"
 
 
-def create_runtime(version_dir: Path, config: mc.ModelConfig, device: str, **options: object) -> Runtime:
+def create_runtime(version_dir: Path, config: mc.ModelConfig, device: str, **options: Any) -> Runtime:
     """A loaded runtime for one version directory on `device` ('cpu' or 'cuda')."""
     if device == "cuda":
         from server.runtime import gpu  # imported only where CUDA is in use

@@ -7,12 +7,10 @@ asks a real server process the manifests' probe and scrape URLs.
 
 from __future__ import annotations
 
-
 import pytest
 
 from server.settings import Settings
 from tests.deploy.manifests import OVERLAYS, Doc, MakeSettings, find, named_port, server_container, twofour_env
-
 
 READY, LIVE = "/v2/health/ready", "/v2/health/live"
 PROBE_PATHS = {"startupProbe": READY, "readinessProbe": READY, "livenessProbe": LIVE}

@@ -31,7 +31,7 @@ class EncoderMLP(torch.nn.Module):
                 layer.weight.copy_(prune_2_4(layer.weight))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for up, down, norm in zip(self.up, self.down, self.norm):
+        for up, down, norm in zip(self.up, self.down, self.norm, strict=True):
             x = norm(x + down(torch.nn.functional.gelu(up(x))))
         return x
 

@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
 
-from server.codec.grpc_tensors import TYPED_FIELDS, decode_infer_request as decode_grpc
+from server.codec.grpc_tensors import TYPED_FIELDS
+from server.codec.grpc_tensors import decode_infer_request as decode_grpc
 from server.codec.http_infer import decode_infer_request as decode_http
 from server.errors import ErrorKind, ServingError
 from server.types import DATATYPES
@@ -107,7 +108,7 @@ def test_binary_framing_round_trips_exactly_and_lies_are_refused(tensors: list, 
         return
     assert error is None, error.message
     decoded = decode_http(body, str(len(header)), "m", "", MAX_ELEMENTS)
-    for tensor, (dt, shape, arr) in zip(decoded.inputs, tensors):
+    for tensor, (dt, shape, arr) in zip(decoded.inputs, tensors, strict=True):
         assert tensor.datatype == dt and list(tensor.shape) == shape
         assert tensor.data.tobytes() == arr.tobytes()
 
@@ -161,7 +162,7 @@ def test_valid_raw_grpc_tensors_round_trip_exactly(tensors: list) -> None:
         message.raw_input_contents.append(arr.tobytes())
     wire = pb.ModelInferRequest.FromString(message.SerializeToString())
     decoded = decode_grpc(wire, MAX_ELEMENTS)
-    for tensor, (dt, shape, arr) in zip(decoded.inputs, tensors):
+    for tensor, (dt, shape, arr) in zip(decoded.inputs, tensors, strict=True):
         assert tensor.datatype == dt and list(tensor.shape) == shape
         assert tensor.data.tobytes() == arr.tobytes()
 

@@ -49,7 +49,7 @@ def test_concurrent_requests_are_merged_and_split_back(server: ServerProcess,
 
     outputs = asyncio.run(main())
     with torch.inference_mode():
-        for x, y in zip(inputs, outputs):
+        for x, y in zip(inputs, outputs, strict=True):
             np.testing.assert_allclose(y, modules["mlp_batched"](torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6)
     inf1, exe1 = batch_counts(server, "mlp_batched")
     assert inf1 - inf0 == sum(x.shape[0] for x in inputs)

@@ -93,7 +93,7 @@ def test_internal_row_on_both_transports(served) -> None:  # type: ignore[no-unt
     g = grpcclient.InferenceServerClient(server.grpc_url)
     stats_before = h.get_inference_statistics("embed")["model_stats"][0]["inference_stats"]
     for binary in (True, False):
-        err = failure(lambda: h.infer("embed", [_index(httpclient, [1, 99, 2], binary)]))
+        err = failure(lambda binary=binary: h.infer("embed", [_index(httpclient, [1, 99, 2], binary)]))
         assert err.status() == "500", (err.status(), err.message())
         assert "IndexError" in err.message() and "index out of range" in err.message(), err.message()
         no_path(err.message(), root)

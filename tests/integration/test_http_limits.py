@@ -3,7 +3,6 @@ tokens on the repository API, 503 after unload, and a disconnected client's queu
 
 from __future__ import annotations
 
-import concurrent.futures
 import gzip
 import http.client
 import json
@@ -11,7 +10,6 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -67,11 +67,13 @@ def test_request_metrics_move_with_real_requests(server: ServerProcess, modules:
     assert delta("twofour_request_failure_total", reason="invalid_argument", **MLP) == 1
     assert delta("twofour_inference_total", **MLP) == 9  # 3 requests x 3 rows
     assert delta("twofour_execution_total", **MLP) == 3  # no dynamic batching: one execution each
-    assert delta("twofour_batch_size_bucket", le="4.0", **MLP) - delta("twofour_batch_size_bucket", le="2.0", **MLP) == 3
+    assert delta("twofour_batch_size_bucket", le="4.0", **MLP) - \
+        delta("twofour_batch_size_bucket", le="2.0", **MLP) == 3
     for stage in ("request", "queue", "compute_input", "compute_infer", "compute_output"):
         assert delta(f"twofour_{stage}_duration_seconds_count", **MLP) == 3, stage
     assert delta("twofour_compute_infer_duration_seconds_sum", **MLP) > 0
-    assert delta("twofour_request_duration_seconds_sum", **MLP) >= delta("twofour_compute_infer_duration_seconds_sum", **MLP)
+    assert delta("twofour_request_duration_seconds_sum", **MLP) >= \
+        delta("twofour_compute_infer_duration_seconds_sum", **MLP)
     assert get(after, "twofour_pending_requests", **MLP) == 0
     assert get(after, "process_cpu_seconds_total") > 0 and get(after, "process_resident_memory_bytes") > 0
 

@@ -60,7 +60,8 @@ def test_each_observation_moves_prometheus_and_statistics_together() -> None:
     assert value(metrics, "twofour_request_success_total", **MV) == stats.success.count == 1
     assert value(metrics, "twofour_queue_duration_seconds_count", **MV) == stats.queue.count == 3
     assert value(metrics, "twofour_queue_duration_seconds_sum", **MV) == pytest.approx(stats.queue.ns / 1e9)
-    assert value(metrics, "twofour_compute_infer_duration_seconds_sum", **MV) == pytest.approx(stats.compute_infer.ns / 1e9)
+    assert value(metrics, "twofour_compute_infer_duration_seconds_sum", **MV) == \
+        pytest.approx(stats.compute_infer.ns / 1e9)
     assert value(metrics, "twofour_inference_total", **MV) == stats.inference_count == 3
     assert value(metrics, "twofour_execution_total", **MV) == stats.execution_count == 1
     assert value(metrics, "twofour_batch_size_bucket", le="2.0", **MV) == 0

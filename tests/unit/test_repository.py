@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from server.repository import (
-    RepositoryError, check_version_dir, model_dir, parse_config, read_config, select_versions, validate_config,
+    RepositoryError,
+    check_version_dir,
+    model_dir,
+    parse_config,
+    read_config,
+    select_versions,
+    validate_config,
 )
 
 GOOD = """

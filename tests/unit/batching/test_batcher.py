@@ -70,12 +70,13 @@ def test_requests_queued_behind_a_busy_instance_run_as_one_batch_and_split_back(
         requests = [item(1), item(2, rows=3), item(3)]
         tasks = await submit(b, *requests)
         assert b.pending() == 4
-        assert m.registry.get_sample_value("twofour_pending_requests", {"model": "m", "version": "1"}) == 4  # the Prometheus gauge follows the queue
+        # the Prometheus gauge follows the queue
+        assert m.registry.get_sample_value("twofour_pending_requests", {"model": "m", "version": "1"}) == 4
         rt.release.set()
         outs = await asyncio.gather(first, *tasks)
         assert m.registry.get_sample_value("twofour_pending_requests", {"model": "m", "version": "1"}) == 0
         assert rt.batches == [[0.0], [1.0, 2.0, 2.0, 2.0, 3.0]]
-        for request, out in zip(requests, outs[1:]):
+        for request, out in zip(requests, outs[1:], strict=True):
             assert torch.equal(out["y"], request.inputs["x"] * 2)
         stats = m.stats("m", "1")
         assert stats is not None and sorted(stats.batch) == [1, 5]

@@ -50,5 +50,5 @@ def test_split_rejects_outputs_without_the_batch_rows() -> None:
 def test_merge_then_split_round_trips() -> None:
     requests = [{"x": torch.randn(n, 5)} for n in (2, 1, 4)]
     parts = split(merge(requests), [2, 1, 4])
-    for original, part in zip(requests, parts):
+    for original, part in zip(requests, parts, strict=True):
         assert torch.equal(original["x"], part["x"])

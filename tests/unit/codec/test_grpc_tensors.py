@@ -6,12 +6,16 @@ import ml_dtypes
 import numpy as np
 import pytest
 import torch
-from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import InferInput
+from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import np_to_triton_dtype
 
 from server.codec.grpc_tensors import (
-    decode_infer_request, encode_infer_request, encode_infer_response, param_value, set_params,
+    decode_infer_request,
+    encode_infer_request,
+    encode_infer_response,
+    param_value,
+    set_params,
 )
 from server.errors import ErrorKind, ServingError
 from server.types import DATATYPES, InferRequest, InferResponse, InferTensor, RequestedOutput, to_numpy, to_torch
@@ -75,7 +79,8 @@ def test_every_datatype_round_trips_bit_exactly(datatype: str) -> None:
 
 
 def test_bf16_matches_tritonclient_serialisation_and_torch() -> None:
-    """BF16 travels as the raw 2-byte words tritonclient's InferInput writes; decoding gives torch the same bfloat16 values."""
+    """BF16 travels as the raw 2-byte words tritonclient's InferInput writes; decoding gives torch the same bfloat16
+    values."""
     values = np.array([[1.5, -2.25, 0.0], [1.0e38, -1.0e-3, 7.0]], dtype=ml_dtypes.bfloat16)
     raw = InferInput("D", [2, 3], "BF16").set_data_from_numpy(values)._get_content()
     decoded = decode_infer_request(wire([("D", "BF16", [2, 3])], [raw])).inputs[0]

@@ -43,7 +43,7 @@ def test_distil_lowers_the_loss_and_keeps_the_mask() -> None:
     losses = distil(lambda i: sparse(inputs[i]), targets, list(masks), [sparse[0].weight, sparse[2].weight],
                     [sparse[0].bias, sparse[2].bias], [None] * 8, RecoverOptions(epochs=5, learning_rate=1e-3))
     assert losses[-1] < 0.8 * losses[0]
-    for layer, mask in zip((sparse[0], sparse[2]), masks):
+    for layer, mask in zip((sparse[0], sparse[2]), masks, strict=True):
         assert not bool(layer.weight[~mask].ne(0).any()) and is_2_4(layer.weight)
         assert not bool(torch.signbit(layer.weight[~mask]).any())
         assert not layer.weight.requires_grad

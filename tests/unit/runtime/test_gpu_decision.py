@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from server.runtime.gpu_decision import (
-    DENSE, DISPATCH, SPARSE, CachedTimer, LayerShape, decide_layer, format_table,
+    DENSE,
+    DISPATCH,
+    SPARSE,
+    CachedTimer,
+    LayerShape,
+    decide_layer,
+    format_table,
 )
 
 SHAPE = LayerShape(3072, 768)

@@ -8,7 +8,13 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from server.runtime.gpu_rules import (
-    KERNEL_LIMITS, batch_sizes, bucket_for, compute_dtype, gpu_index, kernel_shape_problem, sequence_length,
+    KERNEL_LIMITS,
+    batch_sizes,
+    bucket_for,
+    compute_dtype,
+    gpu_index,
+    kernel_shape_problem,
+    sequence_length,
 )
 
 
