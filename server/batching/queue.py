@@ -63,6 +63,10 @@ class PriorityQueue:
         self.default_level = batching.default_priority_level if batching.priority_levels else 1
         if not 1 <= self.default_level <= count:
             raise ValueError(f"default_priority_level {self.default_level} is outside 1..{count}")
+        stray = sorted(n for n in batching.priority_queue_policy if not 1 <= n <= count)
+        if stray:  # silently ignoring them would drop queue limits the operator asked for
+            raise ValueError(f"priority_queue_policy names priority levels {stray} outside 1..{count} "
+                             f"(priority_levels {batching.priority_levels})")
         default = LevelPolicy.from_proto(batching.default_queue_policy)
         self._levels = [
             _Level(LevelPolicy.from_proto(batching.priority_queue_policy[n])

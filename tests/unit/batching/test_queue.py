@@ -111,3 +111,13 @@ def test_remove_and_take_keep_the_count_exact() -> None:
 def test_bad_default_level_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="default_priority_level"):
         build("priority_levels: 2 default_priority_level: 3")
+
+
+
+def test_policy_for_a_level_that_does_not_exist_is_a_config_error() -> None:
+    two_levels = "priority_levels: 2 default_priority_level: 1 "
+    with pytest.raises(ValueError, match=r"priority_queue_policy names priority levels \[3\] outside 1..2"):
+        build(two_levels + "priority_queue_policy { key: 3 value { max_queue_size: 1 } }")
+    with pytest.raises(ValueError, match=r"levels \[2\] outside 1..1"):  # no priority_levels: one level
+        build("priority_queue_policy { key: 2 value { max_queue_size: 1 } }")
+    assert len(build(two_levels + "priority_queue_policy { key: 2 value { max_queue_size: 1 } }")) == 0
