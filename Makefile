@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP_FLAGS := -q --disable-pip-version-check
 
-.PHONY: setup serve lint test bench
+.PHONY: setup serve lint test
 
 setup: $(VENV)/.installed
 
