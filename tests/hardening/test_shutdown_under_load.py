@@ -61,6 +61,11 @@ def _client(protocol: str, server: ServerProcess, expected: np.ndarray, x: np.nd
             with tally.lock:
                 if any(mark in text for mark in REFUSAL_MARKS) and signalled.is_set():
                     tally.refused += 1
+                elif sent_after and "StatusCode.CANCELLED" in text:
+                    # Sent after SIGTERM and caught by the final gRPC stop: grpc core cancels calls still pending
+                    # in its own queue, before any handler (and so before the dataplane) saw them. Not accepted
+                    # work, so nothing was lost; a request sent *before* the signal is never allowed this.
+                    tally.refused += 1
                 else:
                     tally.wrong.append(f"{protocol}: {text[:300]}")
             if not server.alive():
