@@ -20,10 +20,11 @@ from typing import Any
 
 import uvicorn
 
-from server.dataplane import DataPlane, RepositoryControl
+from server.dataplane import DataPlane
 from server.metrics import Metrics
 from server.metrics_http import start_metrics_listener
 from server.registry import Registry
+from server.repository_control import RepositoryControl
 from server.runtime.select import DeviceError, create_runtime, resolve_device
 from server.settings import Settings
 

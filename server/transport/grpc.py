@@ -19,8 +19,9 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from server.codec import grpc_messages as messages
 from server.codec.grpc_tensors import decode_infer_request, encode_infer_response, params_to_dict
-from server.dataplane import DataPlane, RepositoryControl
+from server.dataplane import DataPlane
 from server.errors import ErrorKind, ServingError, as_serving_error
+from server.repository_control import RepositoryControl
 from server.settings import Settings
 from server.transport.grpc_decode import DecodeGuard
 from server.transport.grpc_health import add_health_service

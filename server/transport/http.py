@@ -16,8 +16,9 @@ from starlette.responses import Response
 
 from server.codec.http_documents import config_document, statistics_document
 from server.codec.http_json import dumps, parse_object
-from server.dataplane import DataPlane, RepositoryControl
+from server.dataplane import DataPlane
 from server.errors import ErrorKind, ServingError, invalid
+from server.repository_control import RepositoryControl
 from server.settings import Settings
 from server.transport.http_body import read_body
 from server.transport.http_errors import JSON, error_response, guarded, install_handlers

@@ -23,9 +23,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from server.dataplane import DataPlane, RepositoryControl
+from server.dataplane import DataPlane
 from server.metrics import Metrics
 from server.registry import Registry
+from server.repository_control import RepositoryControl
 from server.runtime.select import create_runtime
 from server.settings import Settings
 from server.transport.grpc import create_grpc_server
