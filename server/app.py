@@ -99,7 +99,7 @@ async def _load_models(app: App) -> None:
 async def serve(app: App, stop: asyncio.Event) -> int:
     """Run until `stop` is set, then drain; returns the process exit code."""
     from server.transport.grpc import create_grpc_server
-    from server.transport.http import create_http_app
+    from server.transport.http import create_http_asgi
 
     settings = app.settings
     listeners = settings.enabled_listeners()
@@ -118,8 +118,8 @@ async def serve(app: App, stop: asyncio.Event) -> int:
     if "http" in listeners:
         sock = _bind(settings.host, listeners["http"])
         app.ports["http"] = sock.getsockname()[1]
-        config = uvicorn.Config(create_http_app(app.dataplane, app.control, settings), log_level="warning",
-                                access_log=False, lifespan="off", timeout_graceful_shutdown=1,
+        config = uvicorn.Config(create_http_asgi(app.dataplane, app.control, settings), log_level="warning",
+                                access_log=False, lifespan="off", proxy_headers=False, timeout_graceful_shutdown=1,
                                 http=_http_protocol(settings))
         http_server = _QuietUvicorn(config)
         http_task = asyncio.create_task(http_server.serve(sockets=[sock]))

@@ -22,7 +22,7 @@ from server.repository_control import RepositoryControl
 from server.settings import Settings
 from server.transport.http_body import read_body
 from server.transport.http_errors import JSON, error_response, guarded, install_handlers
-from server.transport.http_infer import InferEndpoint
+from server.transport.http_infer import InferEndpoint, InferFastPath
 from server.transport.http_unsupported import unsupported_routes
 
 MODEL = "/v2/models/{model}"
@@ -164,3 +164,8 @@ def create_http_app(dataplane: DataPlane, control: RepositoryControl, settings: 
     for path, endpoint, methods in unsupported_routes():
         app.add_route(path, endpoint, methods=methods, include_in_schema=False)
     return app
+
+
+def create_http_asgi(dataplane: DataPlane, control: RepositoryControl, settings: Settings) -> InferFastPath:
+    """What the server runs: the FastAPI app behind the infer fast path (same routes, same responses)."""
+    return InferFastPath(create_http_app(dataplane, control, settings), InferEndpoint(dataplane, settings))
