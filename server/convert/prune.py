@@ -104,7 +104,8 @@ class Pruner:
         handle = target.hook.register_forward_pre_hook(hook)
         try:
             with torch.no_grad():
-                for i in range(count):
+                for i in tqdm(range(count), desc=f"calibrating {target.name}", unit="batch", leave=False,
+                              disable=not self.show_progress):
                     try:
                         run(i)
                     except _Stop:
