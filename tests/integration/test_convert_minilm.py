@@ -67,11 +67,16 @@ def sentence_model(weights: dict[str, torch.Tensor] | None = None) -> "sentence_
     return model.eval()
 
 
-def served_embeddings(server: ServerProcess, lines: list[str], protocol: str, with_token_types: bool) -> np.ndarray:
+def tokenized(lines: list[str]) -> dict[str, np.ndarray]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(gt_minilm.get_model_path()), local_files_only=True)
-    encoded = tokenizer(lines, padding=True, truncation=True, max_length=128, return_tensors="np")
+    return dict(tokenizer(lines, padding=True, truncation=True, max_length=128, return_tensors="np"))
+
+
+def served_embeddings(server: ServerProcess, lines: list[str], protocol: str, with_token_types: bool,
+                      output: str = "sentence_embedding") -> np.ndarray:
+    encoded = tokenized(lines)
     module = grpcclient if protocol == "grpc" else httpclient
     client = module.InferenceServerClient(server.grpc_url if protocol == "grpc" else server.http_url)
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_token_types else [])
@@ -81,8 +86,8 @@ def served_embeddings(server: ServerProcess, lines: list[str], protocol: str, wi
         tensor = module.InferInput(name, list(array.shape), "INT64")
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
-    wanted = [module.InferRequestedOutput("sentence_embedding")]
-    result = client.infer("minilm", inputs, outputs=wanted).as_numpy("sentence_embedding")
+    wanted = [module.InferRequestedOutput(output)]
+    result = client.infer("minilm", inputs, outputs=wanted).as_numpy(output)
     client.close()
     return result
 
@@ -110,6 +115,22 @@ def test_served_embeddings_match_pruned_torch_model(models: dict, server: Server
     assert served.shape == (8, 384)
     assert cosine(served, reference).min() >= 0.9999
     np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-5)  # Normalize module applied
+
+
+def test_served_last_hidden_state_matches_pruned_torch_model(models: dict, server: ServerProcess,
+                                                             held_out: Path) -> None:
+    """The per-token output too: the served tensor equals the pruned encoder's on every real token."""
+    lines = held_out.read_text(encoding="utf-8").splitlines()[:4]
+    served = served_embeddings(server, lines, "http", True, output="last_hidden_state")
+    encoded = {k: torch.from_numpy(v.astype(np.int64)) for k, v in tokenized(lines).items()}
+    with torch.no_grad():
+        pruned = models["pruned"][0].auto_model(**encoded).last_hidden_state.numpy()
+        dense = models["dense"][0].auto_model(**encoded).last_hidden_state.numpy()
+    real = encoded["attention_mask"].numpy().astype(bool)
+    assert served.shape == pruned.shape == (4, real.shape[1], 384) and not real.all()  # padding present
+    assert cosine(served[real], pruned[real]).min() >= 0.9999
+    np.testing.assert_allclose(served[real], pruned[real], rtol=0, atol=1e-3)
+    assert cosine(served[real], dense[real]).mean() < 0.9999  # the pruned weights, not the dense ones
 
 
 def test_report_agreement_is_honest(converted: dict, models: dict, held_out: Path) -> None:

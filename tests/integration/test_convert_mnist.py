@@ -3,8 +3,10 @@ tritonclient accuracy equals the pruned torch model's exactly and stays within 1
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -102,19 +104,29 @@ def test_served_accuracy_equals_pruned_torch_and_is_close_to_dense(
     assert all(is_2_4(weights.tensors[n]) for n in weights.sparse)
     x, y = mnist_case["test_x"], mnist_case["test_y"]
     with torch.no_grad():
-        dense = accuracy(mnist_case["model"](torch.from_numpy(x)).numpy(), y)
-        pruned = accuracy(pruned_torch_model(mnist_case, version_dir)(torch.from_numpy(x)).numpy(), y)
+        dense_logits = mnist_case["model"](torch.from_numpy(x)).numpy()
+        pruned_logits = pruned_torch_model(mnist_case, version_dir)(torch.from_numpy(x)).numpy()
+    dense, pruned = accuracy(dense_logits, y), accuracy(pruned_logits, y)
     for protocol in ("grpc", "http"):
         assert accuracy(served_logits(server, f"mnist_{method}", x, protocol), y) == pruned
     assert abs(dense - pruned) <= 1.0, (dense, pruned)
     report = converted["reports"][method]
     assert report["evaluation"]["accuracy"] == pytest.approx(pruned, abs=1e-3)
     assert report["evaluation"]["dense_accuracy"] == pytest.approx(dense, abs=1e-3)
+    agreement = float((dense_logits.argmax(axis=1) == pruned_logits.argmax(axis=1)).mean())  # evaluation = x
+    assert report["evaluation"]["top1_agreement"] == pytest.approx(agreement, abs=1e-6)
     rows = {r["name"]: r for r in report["layers"]}
     assert rows["fc1"]["sparse"] and rows["fc1"]["fraction_zero"] >= 0.5 and rows["fc1"]["method"] == method
     assert not rows["head"]["sparse"] and "output head" in rows["head"]["reason"]
     assert 0 < rows["fc2"]["relative_output_error"] < 1
     assert report["totals"]["stored_bytes"] < report["totals"]["dense_bytes"]
+
+
+def test_report_records_the_versions_that_made_it(converted: dict) -> None:
+    expected = {"torch": torch.__version__, "twofour": importlib.metadata.version("twofour"),
+                "python": platform.python_version()}
+    for method in METHODS:  # sparsegpt's report is the sparsity.json the command line wrote
+        assert converted["reports"][method]["versions"] == expected, method
 
 
 def test_sparsegpt_has_lower_layer_error_than_magnitude(converted: dict) -> None:
