@@ -15,10 +15,10 @@ import pytest
 import torch
 import tritonclient.grpc.aio as grpc_aio
 import tritonclient.http as httpclient
-import tritonclient.http.aio as http_aio
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
+from tests.support.bursts import http_burst as support_http_burst
 from tests.support.models import write_model
 from tests.support.server import ServerProcess, running_server
 
@@ -102,22 +102,7 @@ async def grpc_burst(server: ServerProcess, model: str, count: int, **kwargs: in
 
 
 async def http_burst(server: ServerProcess, model: str, count: int, **kwargs: int) -> list[str]:
-    client = http_aio.InferenceServerClient(server.http_url, conn_limit=count)
-
-    async def one() -> str:
-        tensor = http_aio.InferInput("INPUT0", [1, WIDTH], "FP32")
-        tensor.set_data_from_numpy(np.ones((1, WIDTH), np.float32))
-        try:
-            await client.infer(model, [tensor], **kwargs)
-            return ""
-        except InferenceServerException as exc:
-            assert exc.status() == "503", exc
-            return exc.message()
-
-    try:
-        return await asyncio.gather(*(one() for _ in range(count)))
-    finally:
-        await client.close()
+    return await support_http_burst(server, model, count, WIDTH, **kwargs)
 
 
 def test_priority_parameter_picks_the_level(server: ServerProcess) -> None:

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc.aio as grpc_aio
-import tritonclient.http.aio as http_aio
 from prometheus_client.parser import text_string_to_metric_families
-from tritonclient.utils import InferenceServerException
 
+from tests.support.bursts import http_burst
 from tests.support.models import write_model
 from tests.support.server import ServerProcess
 
@@ -97,23 +96,7 @@ def policy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 
 async def burst(server: ServerProcess, model: str, count: int) -> list[str]:
     """Fire `count` requests at once over HTTP; '' for each success, the error message otherwise."""
-    client = http_aio.InferenceServerClient(server.http_url, conn_limit=count)
-    x = np.ones((1, 512), np.float32)
-
-    async def one() -> str:
-        tensor = http_aio.InferInput("INPUT0", [1, 512], "FP32")
-        tensor.set_data_from_numpy(x)
-        try:
-            await client.infer(model, [tensor])
-            return ""
-        except InferenceServerException as exc:
-            assert exc.status() == "503", exc
-            return exc.message()
-
-    try:
-        return await asyncio.gather(*(one() for _ in range(count)))
-    finally:
-        await client.close()
+    return await http_burst(server, model, count, 512)
 
 
 def test_full_queue_answers_503_at_once(policy_server: ServerProcess) -> None:

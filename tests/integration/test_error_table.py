@@ -16,27 +16,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.support.models import MLP_CONFIG, SmallMLP, write_model
+from tests.support.models import EMBED_CONFIG, MLP_CONFIG, Embed, SmallMLP, write_model
 from tests.support.server import ServerProcess, running_server
-
-EMBED_CONFIG = """
-name: "embed"
-max_batch_size: 4
-input [{ name: "INDEX" data_type: TYPE_INT64 dims: [3] }]
-output [{ name: "VECTORS" data_type: TYPE_FP32 dims: [3, 4] }]
-"""
-
-
-class Embed(torch.nn.Module):
-    """A lookup table of 10 rows: index 99 makes the runtime itself fail (IndexError), as real models do."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(4)
-        self.table = torch.nn.Embedding(10, 4)
-
-    def forward(self, index: torch.Tensor) -> torch.Tensor:
-        return self.table(index)
 
 
 @pytest.fixture(scope="module")

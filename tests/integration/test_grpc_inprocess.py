@@ -30,7 +30,7 @@ from server.repository_control import RepositoryControl
 from server.runtime.select import create_runtime
 from server.settings import Settings
 from server.transport.grpc import create_grpc_server
-from tests.support.models import MLP_CONFIG, SmallMLP, write_model
+from tests.support.models import EMBED_CONFIG, MLP_CONFIG, Embed, SmallMLP, write_model
 
 
 class GatedRuntime:
@@ -50,26 +50,6 @@ class GatedRuntime:
 
     def close(self) -> None:
         self._inner.close()
-
-
-EMBED_CONFIG = """
-name: "embed"
-max_batch_size: 4
-input [{ name: "INDEX" data_type: TYPE_INT64 dims: [3] }]
-output [{ name: "VECTORS" data_type: TYPE_FP32 dims: [3, 4] }]
-"""
-
-
-class Embed(torch.nn.Module):
-    """A lookup table: an index past its 10 rows makes the runtime itself fail (IndexError), as real models do."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(4)
-        self.table = torch.nn.Embedding(10, 4)
-
-    def forward(self, index: torch.Tensor) -> torch.Tensor:
-        return self.table(index)
 
 
 @pytest.fixture(scope="module")

@@ -138,3 +138,23 @@ def build_slow_model(root: Path) -> torch.nn.Module:
     module = Slow()
     write_model(root, "slow", module, (torch.randn(2, 1024),), SLOW_CONFIG)
     return module
+
+
+EMBED_CONFIG = """
+name: "embed"
+max_batch_size: 4
+input [{ name: "INDEX" data_type: TYPE_INT64 dims: [3] }]
+output [{ name: "VECTORS" data_type: TYPE_FP32 dims: [3, 4] }]
+"""
+
+
+class Embed(torch.nn.Module):
+    """A lookup table of 10 rows: an index past them makes the runtime itself fail (IndexError), as real models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.table = torch.nn.Embedding(10, 4)
+
+    def forward(self, index: torch.Tensor) -> torch.Tensor:
+        return self.table(index)
