@@ -25,6 +25,7 @@ from server.runtime.base import RuntimeDescription
 from server.runtime.binding import call, make_binding
 from server.runtime.gpu_decision import (
     DEFAULT_MARGIN,
+    DENSE,
     CachedTimer,
     LayerDecision,
     LayerShape,
@@ -118,7 +119,10 @@ class GpuRuntime:
             return LayerDecision(name, LayerShape(0, 0), "dense", "not used by a linear call in the program")
         shape = LayerShape(switch.out_features, switch.in_features)
         problem = kernel_shape_problem(shape.out_features, shape.in_features, self._dtype, backend)
-        return decide_layer(name, shape, rows, timer, keep_dense, margin, problem)
+        try:
+            return decide_layer(name, shape, rows, timer, keep_dense, margin, problem)
+        except RuntimeError as exc:  # a kernel refusing a shape our rules allow: that layer stays dense, and says why
+            return LayerDecision(name, shape, DENSE, f"2:4 kernel failed while timing: {_first_line(exc)}")
 
     def _apply(self, decision: LayerDecision, factory: SparseFactory, keep_dense: bool) -> None:
         switch = self._switches.get(decision.layer)
@@ -126,7 +130,13 @@ class GpuRuntime:
             return
         sparse_rows = set(decision.sparse_rows())
         if sparse_rows:
-            switch.attach_sparse(factory)
+            try:
+                switch.attach_sparse(factory)
+            except RuntimeError as exc:  # conversion of the real weight failed: serve it dense, record why
+                decision.kernel, decision.reason = DENSE, f"2:4 conversion failed: {_first_line(exc)}"
+                for bucket in decision.buckets:
+                    bucket.kernel = DENSE
+                sparse_rows = set()
         switch.choose([b.rows for b in decision.buckets], sparse_rows, keep_dense)
         if self._device.type == "cuda":
             torch.cuda.empty_cache()

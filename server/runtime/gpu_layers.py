@@ -73,7 +73,7 @@ class SwitchLinear(torch.nn.Module):
             self.rows_seen.append(rows)
         if self.uses_sparse(rows):
             assert self.sparse is not None
-            out = self.sparse(x2)
+            out = self.sparse(x2.contiguous())  # the 2:4 kernels pad and transpose a row-major activation
         else:
             assert self.weight is not None
             out = F.linear(x2, self.weight, self.bias)

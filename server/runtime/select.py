@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tritonclient.grpc import model_config_pb2 as mc
+if TYPE_CHECKING:  # hints only: tests/gpu/conftest.py imports usable_gpu on a GPU box that may lack tritonclient
+    from tritonclient.grpc import model_config_pb2 as mc
 
-from server.runtime.base import Runtime
+    from server.runtime.base import Runtime
 
 MIN_COMPUTE_CAPABILITY = (8, 0)  # Ampere: the first generation with 2:4 sparse Tensor Cores
 

@@ -33,7 +33,9 @@ class ServerProcess:
         command = [sys.executable, "-m", "server", "serve", "--model-repository", str(repository),
                    "--host", "127.0.0.1", "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                    "--metrics-port", str(self.metrics_port), "--device", "cpu", "--intra-op-threads", "1", *args]
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        # keep an inherited PYTHONPATH: on the lent GPU machine it points at packages carried as wheels
+        python_path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        full_env = {**os.environ, "PYTHONPATH": python_path, **(env or {})}
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
         self.http_url = f"127.0.0.1:{self.http_port}"
         self.grpc_url = f"127.0.0.1:{self.grpc_port}"
