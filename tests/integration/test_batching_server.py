@@ -103,7 +103,9 @@ def test_full_queue_answers_503_at_once(policy_server: ServerProcess) -> None:
     results = asyncio.run(burst(policy_server, "bounded", 12))
     rejected = [m for m in results if m]
     assert rejected and all("queue of priority level 1 is full" in m for m in rejected)
-    assert results.count("") >= 2  # the one computing and the one queued behind it
+    # At least the first request is admitted. Whether a second one queues behind it depends on whether the batcher's
+    # worker took the first off the queue before the next arrived (one event-loop turn): a race, so not asserted.
+    assert results.count("") >= 1
 
 
 def test_queue_timeout_reject_answers_503(policy_server: ServerProcess) -> None:
