@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import tritonclient.grpc.aio as grpc_aio
 import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from tests.support.bursts import http_burst as support_http_burst
+from tests.support.bursts import burst
 from tests.support.models import write_model
 from tests.support.server import ServerProcess, running_server
 
@@ -82,27 +81,11 @@ def scrape(server: ServerProcess, model: str) -> dict[tuple[str, str], float]:
 
 
 async def grpc_burst(server: ServerProcess, model: str, count: int, **kwargs: int) -> list[str]:
-    """`count` concurrent one-row requests over gRPC; '' for each success, the error message otherwise."""
-    client = grpc_aio.InferenceServerClient(server.grpc_url)
-
-    async def one() -> str:
-        tensor = grpc_aio.InferInput("INPUT0", [1, WIDTH], "FP32")
-        tensor.set_data_from_numpy(np.ones((1, WIDTH), np.float32))
-        try:
-            await client.infer(model, [tensor], **kwargs)
-            return ""
-        except InferenceServerException as exc:
-            assert exc.status() == "StatusCode.UNAVAILABLE", exc
-            return exc.message()
-
-    try:
-        return await asyncio.gather(*(one() for _ in range(count)))
-    finally:
-        await client.close()
+    return await burst(server, model, count, WIDTH, "grpc", **kwargs)
 
 
 async def http_burst(server: ServerProcess, model: str, count: int, **kwargs: int) -> list[str]:
-    return await support_http_burst(server, model, count, WIDTH, **kwargs)
+    return await burst(server, model, count, WIDTH, "http", **kwargs)
 
 
 def test_priority_parameter_picks_the_level(server: ServerProcess) -> None:

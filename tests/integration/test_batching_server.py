@@ -15,7 +15,7 @@ import torch
 import tritonclient.grpc.aio as grpc_aio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.bursts import http_burst
+from tests.support.bursts import burst as support_burst
 from tests.support.models import write_model
 from tests.support.server import ServerProcess
 
@@ -96,7 +96,7 @@ def policy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 
 async def burst(server: ServerProcess, model: str, count: int) -> list[str]:
     """Fire `count` requests at once over HTTP; '' for each success, the error message otherwise."""
-    return await http_burst(server, model, count, 512)
+    return await support_burst(server, model, count, 512)
 
 
 def test_full_queue_answers_503_at_once(policy_server: ServerProcess) -> None:
