@@ -70,6 +70,17 @@ class DataPlane:
             return False
         return True
 
+    def preserves_ordering(self, name: str, version: str = "") -> bool:
+        """Whether the model's dynamic batcher must answer a stream's requests in their order (Triton's
+        `preserve_ordering`); False for a model that cannot be resolved (its request fails on its own)."""
+        try:
+            entry, _ = self.registry.resolve(name, version)
+        except ServingError:
+            return False
+        config = entry.config
+        return config is not None and config.HasField("dynamic_batching") and \
+            config.dynamic_batching.preserve_ordering
+
     def model_config(self, name: str, version: str = "") -> mc.ModelConfig:
         entry, _ = self.registry.resolve(name, version)
         assert entry.config is not None

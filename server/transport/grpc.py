@@ -114,6 +114,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         decoded = decode_infer_request(request, self._dataplane.settings.max_request_elements)
         return encode_infer_response(await self._dataplane.infer(decoded))
 
+    def _preserves_ordering(self, request: pb.ModelInferRequest) -> bool:
+        return self._dataplane.preserves_ordering(request.model_name, request.model_version)
+
     @unary
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         return await self.infer(request)
@@ -123,7 +126,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         # An async generator function, so grpc.aio treats it as a streaming response (not a coroutine).
         # Per-request failures are answered inside the stream; only a bug in the stream itself lands here.
         try:
-            async for reply in stream_infer(self.infer, request_iterator, log):
+            async for reply in stream_infer(self.infer, request_iterator, log, ordered=self._preserves_ordering):
                 yield reply
         except grpc.aio.AbortError:
             raise

@@ -1,11 +1,12 @@
 """Batching config over the wire (issue 4): the request's `priority` and `timeout` parameters reach the queue, a
 model without dynamic_batching runs every request alone, queue rejections count as failures with reason
-`unavailable`, and dynamic_batching fields twofour does not honour are said out loud at load (preserve_ordering:
-a warning) or refused (a policy for a priority level that does not exist)."""
+`unavailable`, `preserve_ordering` keeps a stream's answers in request order even when a priority reorders the
+work, and a policy for a priority level that does not exist refuses the model."""
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
@@ -57,7 +59,9 @@ MODELS = {
     "override": config("override", "default_queue_policy { default_timeout_microseconds: 10000000 "
                                    "allow_timeout_override: true timeout_action: REJECT }"),
     "plain": config("plain", None, max_batch_size=8),
-    "ordered": config("ordered", "preserve_ordering: true"),
+    # two priority levels, so a high-priority request overtakes queued ones; only "ordered" preserves ordering
+    "ordered": config("ordered", "priority_levels: 2 default_priority_level: 2 preserve_ordering: true"),
+    "unordered": config("unordered", "priority_levels: 2 default_priority_level: 2"),
     "stray": config("stray", "priority_levels: 2 default_priority_level: 1 "
                              "priority_queue_policy { key: 5 value { max_queue_size: 1 } }"),
 }
@@ -120,16 +124,31 @@ def test_without_dynamic_batching_each_request_runs_alone(server: ServerProcess)
     assert delta("twofour_batch_size_bucket", "1.0") == 8  # every execution had exactly one row
 
 
-def test_preserve_ordering_is_warned_about_at_load_and_the_model_serves(server: ServerProcess) -> None:
-    assert "model ordered: dynamic_batching.preserve_ordering is not supported and is ignored" in server.output()
-    assert "model levels: dynamic_batching.preserve_ordering" not in server.output()
-    client = httpclient.InferenceServerClient(server.http_url)
-    tensor = httpclient.InferInput("INPUT0", [1, WIDTH], "FP32")
+def stream_order(server: ServerProcess, model: str) -> list[str]:
+    """Ids in the order a stream answered: six default-priority requests, then one at priority 1."""
+    answers: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    tensor = grpcclient.InferInput("INPUT0", [1, WIDTH], "FP32")
     tensor.set_data_from_numpy(np.ones((1, WIDTH), np.float32))
-    with torch.inference_mode():
-        expected = Slow()(torch.ones(1, WIDTH)).numpy()
-    np.testing.assert_allclose(client.infer("ordered", [tensor]).as_numpy("OUTPUT0"), expected, rtol=1e-4, atol=1e-5)
-    assert client.is_model_ready("ordered")
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        for i in range(6):
+            client.async_stream_infer(model, [tensor], request_id=f"r{i}")
+        client.async_stream_infer(model, [tensor], request_id="urgent", priority=1)
+        got = [answers.get(timeout=30) for _ in range(7)]
+    finally:
+        client.stop_stream()
+        client.close()
+    assert [error for _, error in got] == [None] * 7
+    return [result.get_response().id for result, _ in got]
+
+
+def test_preserve_ordering_keeps_a_streams_answers_in_request_order(server: ServerProcess) -> None:
+    # the control: without the flag the urgent request overtakes the queue, and its answer leaves early
+    unordered = stream_order(server, "unordered")
+    assert unordered.index("urgent") < unordered.index("r5")
+    assert stream_order(server, "ordered") == [f"r{i}" for i in range(6)] + ["urgent"]
+    assert "preserve_ordering" not in server.output()  # honoured, so nothing to warn about
 
 
 def test_policy_for_a_missing_priority_level_refuses_the_model(server: ServerProcess) -> None:

@@ -1,5 +1,6 @@
-"""The stream pump on its own: replies go out as requests finish (not in order), errors are answered in-stream
-with the request's id, a slow reader stops the server from reading more, and closing the stream cancels work."""
+"""The stream pump on its own: replies go out as requests finish (not in order), except for models that preserve
+ordering, whose replies keep their requests' order; errors are answered in-stream with the request's id, a slow
+reader stops the server from reading more, and closing the stream cancels work."""
 
 from __future__ import annotations
 
@@ -114,5 +115,45 @@ def test_closing_the_stream_cancels_requests_in_flight() -> None:
         with pytest.raises(asyncio.CancelledError):
             await pending
         await until(lambda: sorted(gates.cancelled) == ["r0", "r1"])
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_a_preserve_ordering_model_answers_in_request_order_and_others_do_not_wait() -> None:
+    async def scenario() -> None:
+        gates, consumed = Gates(), []
+        items = [request(0, "ord"), request(1, "ord"), request(2, "free"), request(3, "ord"), request(4, "bad")]
+        replies = stream_infer(gates.infer, feed(items, consumed), LOG,
+                               ordered=lambda r: r.model_name in ("ord", "bad"))
+        first = asyncio.ensure_future(replies.__anext__())  # the generator starts reading on first demand
+        await until(lambda: len(gates.started) == 5)
+        # the order is per model: r4 ("bad", ordered too) is the first of its model and fails at once
+        assert "unknown model" in (await first).error_message
+        gates.release("r3")
+        gates.release("r1")
+        gates.release("r2")
+        assert (await replies.__anext__()).infer_response.id == "r2"  # "free" is not ordered: it never waits
+        pending = asyncio.ensure_future(replies.__anext__())
+        await asyncio.sleep(0.05)
+        assert not pending.done()  # r1 and r3 are finished, but r0 is not: nothing of "ord" may leave yet
+        gates.release("r0")
+        rest = [(await pending).infer_response.id] + [r.infer_response.id async for r in replies]
+        assert rest == ["r0", "r1", "r3"]
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_an_ordered_request_cancelled_in_flight_does_not_block_its_successors() -> None:
+    async def scenario() -> None:
+        gates, consumed, never = Gates(), [], asyncio.Event()
+        replies = stream_infer(gates.infer, feed([request(0), request(1)], consumed, never), LOG,
+                               ordered=lambda r: True)
+        pending = asyncio.ensure_future(replies.__anext__())
+        await until(lambda: len(gates.started) == 2)
+        gates.release("r1")  # r1 is done and waits for r0
+        pending.cancel()  # the client goes away: both tasks end, none waits forever
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        await until(lambda: gates.cancelled == ["r0"])
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
