@@ -141,7 +141,8 @@ class Registry:
             runtime = self._build_runtime(version_dir, config)
             description = runtime.describe()
             recorder = self._metrics.recorder(name, str(version))
-            recorder.weights(description.bytes_by_kind, description.dense_equivalent_bytes, time.perf_counter() - start)
+            self._metrics.weights(name, str(version), description.bytes_by_kind, description.dense_equivalent_bytes,
+                                  time.perf_counter() - start)
             scheduler = create_scheduler(config, runtime, recorder)
             versions[version] = LoadedVersion(version, runtime, scheduler, description)
         return config, versions

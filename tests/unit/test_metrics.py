@@ -72,7 +72,7 @@ def test_each_observation_moves_prometheus_and_statistics_together() -> None:
 def test_weights_load_time_and_pending() -> None:
     metrics = Metrics(gpu=False)
     rec = metrics.recorder("m", "1")
-    rec.weights({"dense": 1000, "sparse_2_4": 600}, 2200, 0.5)
+    metrics.weights("m", "1", {"dense": 1000, "sparse_2_4": 600}, 2200, 0.5)
     rec.pending.inc()
     assert value(metrics, "twofour_weight_bytes", kind="sparse_2_4", **MV) == 600
     assert value(metrics, "twofour_weight_dense_equivalent_bytes", **MV) == 2200
