@@ -54,7 +54,7 @@ class DataPlane:
             return False
         if not self.settings.strict_readiness:
             return True
-        return all(e.state == "READY" for e in self.registry.entries() if e.reason != "unloaded")
+        return all(e.state == "READY" for e in self.registry.entries() if e.wanted)
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": "twofour", "version": __version__, "extensions": EXTENSIONS}

@@ -52,6 +52,7 @@ class ModelEntry:
     reason: str = ""
     config: mc.ModelConfig | None = None
     versions: dict[int, LoadedVersion] = field(default_factory=dict)
+    wanted: bool = True  # False once explicitly unloaded: strict readiness then no longer waits for it
 
 
 class Registry:
@@ -105,6 +106,7 @@ class Registry:
             raise not_found(f"model {name!r} is not in the model repository")
         async with self._locks.setdefault(name, asyncio.Lock()):
             entry = self._models.setdefault(name, ModelEntry(name))
+            entry.wanted = True
             previous = dict(entry.versions) if entry.state == READY else {}
             if not previous:
                 entry.state = LOADING
@@ -151,7 +153,7 @@ class Registry:
         entry = self.entry(name)
         async with self._locks.setdefault(name, asyncio.Lock()):
             versions, entry.versions = entry.versions, {}
-            entry.state, entry.reason = UNLOADING, ""
+            entry.state, entry.reason, entry.wanted = UNLOADING, "", False
             for loaded in versions.values():
                 await loaded.scheduler.close()
                 loaded.runtime.close()

@@ -112,3 +112,27 @@ def test_metadata_has_batch_dimension(app: App) -> None:
     meta = app.dataplane.model_metadata("mlp")
     assert meta["inputs"] == [{"name": "INPUT0", "datatype": "FP32", "shape": [-1, 16]}]
     assert meta["versions"] == ["1"]
+
+
+def test_strict_readiness_waits_for_every_model_it_was_asked_to_load(
+        repo: tuple[Path, dict[str, torch.nn.Module]]) -> None:
+    async def scenario() -> None:
+        app = build_app(Settings(model_repository=repo[0], device="cpu", strict_readiness=True))
+        await app.registry.load("mlp")
+        await app.registry.load("broken")
+        app.dataplane.starting = False
+        assert not app.dataplane.ready()  # "broken" is UNAVAILABLE and still wanted
+        await app.registry.unload("broken")
+        assert app.dataplane.ready()  # explicitly unloaded: no longer waited for
+        await app.registry.unload("mlp")
+        assert app.dataplane.ready()
+        await app.registry.load("broken")  # asked for again: wanted again, and still broken
+        assert not app.dataplane.ready()
+        lenient = build_app(Settings(model_repository=repo[0], device="cpu"))
+        await lenient.registry.load("broken")
+        lenient.dataplane.starting = False
+        assert lenient.dataplane.ready()  # the default: one broken model does not take the replica out
+        await app.registry.close()
+        await lenient.registry.close()
+
+    asyncio.run(scenario())
