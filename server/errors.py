@@ -24,6 +24,7 @@ class ErrorKind(enum.Enum):
     UNAUTHENTICATED = "unauthenticated"  # repository control without the right token
     PERMISSION_DENIED = "permission_denied"  # repository control switched off
     UNIMPLEMENTED = "unimplemented"  # protocol extension we do not offer
+    REQUEST_TIMEOUT = "request_timeout"  # the client did not finish sending its request in time
     CANCELLED = "cancelled"  # the client went away
     INTERNAL = "internal"  # a bug or a runtime failure: never the client's fault
 
@@ -45,6 +46,7 @@ STATUS: dict[ErrorKind, Status] = {
     ErrorKind.UNAUTHENTICATED: Status(401, grpc.StatusCode.UNAUTHENTICATED),
     ErrorKind.PERMISSION_DENIED: Status(403, grpc.StatusCode.PERMISSION_DENIED),
     ErrorKind.UNIMPLEMENTED: Status(501, grpc.StatusCode.UNIMPLEMENTED),
+    ErrorKind.REQUEST_TIMEOUT: Status(408, grpc.StatusCode.DEADLINE_EXCEEDED),  # HTTP only: gRPC core reads messages
     ErrorKind.CANCELLED: Status(499, grpc.StatusCode.CANCELLED),
     ErrorKind.INTERNAL: Status(500, grpc.StatusCode.INTERNAL),
 }

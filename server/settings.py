@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     strict_readiness: bool = Field(False, description="server is ready only while every loaded model is READY")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log verbosity")
     max_request_bytes: int = Field(64 * MiB, ge=1024, description="largest HTTP body / gRPC message accepted")
+    body_timeout_secs: float = Field(30.0, gt=0, description="how long an HTTP request body may take to arrive "
+                                     "(408 and the connection closed beyond: a stalled client cannot hold a slot)")
     max_header_bytes: int = Field(64 * 1024, ge=1024, description="largest HTTP request line + headers (431 beyond)")
     max_request_elements: int = Field(64 * MiB, ge=1, description="largest total tensor element count per request")
     max_inflight_requests: int = Field(1024, ge=1, description="inference requests admitted at once, all models "

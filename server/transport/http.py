@@ -43,9 +43,9 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def _optional_object(request: Request, limit: int, what: str) -> dict[str, Any]:
+async def _optional_object(request: Request, limit: int, timeout: float, what: str) -> dict[str, Any]:
     """A small optional JSON body (repository API): empty means {}."""
-    body = await read_body(request, limit)
+    body = await read_body(request, limit, timeout)
     return parse_object(body, what) if len(body) else {}
 
 
@@ -56,6 +56,7 @@ class Endpoints:
         self.dataplane = dataplane
         self.control = control
         self.limit = settings.max_request_bytes
+        self.body_timeout = settings.body_timeout_secs
 
     @guarded
     async def server_metadata(self, request: Request) -> Response:
@@ -107,7 +108,7 @@ class Endpoints:
     @guarded
     async def repository_index(self, request: Request) -> Response:
         self.control.authorize(bearer_token(request))
-        body = await _optional_object(request, self.limit, "repository index request")
+        body = await _optional_object(request, self.limit, self.body_timeout, "repository index request")
         ready = body.get("ready", False)
         if not isinstance(ready, bool):
             raise invalid(f"repository index request: 'ready' must be true or false, got {ready!r}")
@@ -115,7 +116,7 @@ class Endpoints:
 
     @guarded
     async def load(self, request: Request) -> Response:
-        body = await _optional_object(request, self.limit, "model load request")
+        body = await _optional_object(request, self.limit, self.body_timeout, "model load request")
         parameters = body.get("parameters", {})
         if not isinstance(parameters, dict):
             raise invalid("model load request: 'parameters' must be a JSON object")
@@ -128,7 +129,7 @@ class Endpoints:
 
     @guarded
     async def unload(self, request: Request) -> Response:
-        body = await _optional_object(request, self.limit, "model unload request")
+        body = await _optional_object(request, self.limit, self.body_timeout, "model unload request")
         if not isinstance(body.get("parameters", {}), dict):
             raise invalid("model unload request: 'parameters' must be a JSON object")
         await self.control.unload(request.path_params["model"], bearer_token(request))

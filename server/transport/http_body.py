@@ -5,11 +5,14 @@ share (one more copy later). Here the body lands once in a `bytearray`, placed s
 JSON header starts on a 64-byte boundary: tensors viewing it are aligned and writable, so the model reads the
 received bytes in place. The limit is checked against Content-Length up front and counted while streaming
 (a chunked or lying client cannot get past it); compressed bodies (tritonclient's gzip/deflate request option)
-are inflated with the same limit applied to the output, so a small bomb cannot expand past it.
+are inflated with the same limit applied to the output, so a small bomb cannot expand past it. The whole body must
+arrive within `timeout` seconds: uvicorn bounds idle keep-alive time but not a body that stalls half-way, and a
+client trickling bytes would otherwise hold its connection and its buffer for ever.
 """
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import AsyncIterator
 
@@ -26,6 +29,18 @@ class BodyTooLarge(ServingError):
     def __init__(self, message: str, close_connection: bool = False) -> None:
         super().__init__(ErrorKind.TOO_LARGE, message)
         self.close_connection = close_connection
+
+
+class BodyTimeout(ServingError):
+    """408 for a body that did not arrive in time; the rest may still be in flight, so the connection closes."""
+
+    close_connection = True
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(ErrorKind.REQUEST_TIMEOUT, f"request body did not arrive within {timeout:g} s; "
+                         "send the whole body without pausing")
+
+
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
@@ -49,7 +64,7 @@ def _padding(request: Request) -> int:
     return (-int(value)) % ALIGNMENT if value.isascii() and value.isdigit() else 0
 
 
-async def read_body(request: Request, limit: int) -> memoryview:
+async def read_body(request: Request, limit: int, timeout: float) -> memoryview:
     """The request body (inflated if compressed), at most `limit` bytes, as a view of a writable buffer."""
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", *_WBITS):
@@ -57,29 +72,38 @@ async def read_body(request: Request, limit: int) -> memoryview:
     length = _content_length(request, limit)
     pad = _padding(request) if encoding == "identity" else 0
     try:
-        if length is not None:
-            buffer = bytearray(pad + length)
-            position = pad
-            async for chunk in request.stream():
-                end = position + len(chunk)
-                if end > len(buffer):
-                    raise invalid(f"request body is longer than its Content-Length of {length} bytes")
-                buffer[position:end] = chunk
-                position = end
-            if position != len(buffer):
-                raise invalid(f"request body has {position - pad} bytes but Content-Length says {length}")
-        else:
-            buffer = bytearray(pad)
-            stream = request.stream()
-            async for chunk in stream:
-                buffer += chunk
-                if len(buffer) - pad > limit:
-                    await _discard_rest(stream, limit)
+        async with asyncio.timeout(timeout):
+            buffer = await _receive(request, limit, length, pad)
+    except TimeoutError:
+        raise BodyTimeout(timeout) from None
     except ClientDisconnect:
         raise ServingError(ErrorKind.CANCELLED, "client disconnected while sending the request") from None
     if encoding == "identity":
         return memoryview(buffer)[pad:]
     return memoryview(_inflate(buffer, encoding, limit))
+
+
+async def _receive(request: Request, limit: int, length: int | None, pad: int) -> bytearray:
+    """The raw body after `pad` bytes of alignment padding, checked against Content-Length and the limit."""
+    if length is not None:
+        buffer = bytearray(pad + length)
+        position = pad
+        async for chunk in request.stream():
+            end = position + len(chunk)
+            if end > len(buffer):
+                raise invalid(f"request body is longer than its Content-Length of {length} bytes")
+            buffer[position:end] = chunk
+            position = end
+        if position != len(buffer):
+            raise invalid(f"request body has {position - pad} bytes but Content-Length says {length}")
+        return buffer
+    buffer = bytearray(pad)
+    stream = request.stream()
+    async for chunk in stream:
+        buffer += chunk
+        if len(buffer) - pad > limit:
+            await _discard_rest(stream, limit)
+    return buffer
 
 
 async def _discard_rest(stream: AsyncIterator[bytes], limit: int) -> None:

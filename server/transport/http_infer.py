@@ -38,13 +38,14 @@ class InferEndpoint:
     def __init__(self, dataplane: DataPlane, settings: Settings) -> None:
         self._dataplane = dataplane
         self._max_bytes = settings.max_request_bytes
+        self._body_timeout = settings.body_timeout_secs
         self._max_elements = settings.max_request_elements
 
     async def handle(self, request: Request) -> Response:
         model = request.path_params["model"]
         version = request.path_params.get("version", "")
         try:
-            body = await read_body(request, self._max_bytes)
+            body = await read_body(request, self._max_bytes, self._body_timeout)
             infer_request = decode_infer_request(body, request.headers.get("inference-header-content-length"),
                                                  model, version, self._max_elements)
             response = await self._infer(request, infer_request)

@@ -1,11 +1,13 @@
 """Settings-bounded resources through a real server: requests in flight (shed with UNAVAILABLE/503, admitted ones
-correct), HTTP request heads (431), and a 10^12-element claim that never moves RSS; plus the gRPC channel limits
-the settings turn into."""
+correct), HTTP request heads (431), a request body that stalls (408, connection closed), and a 10^12-element claim
+that never moves RSS; plus the gRPC channel limits the settings turn into."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +29,8 @@ from tests.support.server import ServerProcess
 def bounded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, torch.nn.Module, Path]]:
     root = tmp_path_factory.mktemp("limits_repo")
     module = build_slow_model(root)
-    server = ServerProcess(root, "--max-inflight-requests", "2", "--max-header-bytes", "8192")
+    server = ServerProcess(root, "--max-inflight-requests", "2", "--max-header-bytes", "8192",
+                           "--body-timeout-secs", "1")
     try:
         yield server, module, root
     finally:
@@ -77,6 +80,25 @@ def test_request_heads_beyond_the_limit_get_431(bounded) -> None:  # type: ignor
     status, _ = http.request("GET", "/v2/health/live", headers={"X-Pad": "a" * 4000})
     assert status == 200  # a big but legal head is fine
     http.close()
+
+
+def test_a_body_that_stalls_gets_408_and_its_connection_closed(bounded) -> None:  # type: ignore[no-untyped-def]
+    server, module, _ = bounded
+    x = np.ones((1, 1024), np.float32)
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(x)).numpy()
+    with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
+        sock.sendall(b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n\r\n" + b" " * 100)
+        start = time.monotonic()
+        np.testing.assert_allclose(_infer("http", server, x), expected, rtol=1e-5, atol=1e-6)  # others are served
+        chunks = []
+        while chunk := sock.recv(65536):  # until the server closes; a hang raises socket.timeout
+            chunks.append(chunk)
+        elapsed = time.monotonic() - start
+    answer = b"".join(chunks)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
+    assert b"did not arrive within 1 s" in answer and b"connection: close" in answer.lower()
+    assert elapsed < 8
 
 
 def test_a_10_to_the_12_element_claim_is_refused_without_allocating(bounded) -> None:  # type: ignore[no-untyped-def]
