@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -106,6 +107,9 @@ def main() -> None:
     parser.add_argument("--keep-running", choices=sorted(VARIANTS), help="serve one variant until interrupted")
     args = parser.parse_args()
     if args.keep_running:
+        # `kill <pid>` must stop the server too: without this, SIGTERM ends this process before the `finally`
+        # below and leaves the server running, stealing CPU from every later measurement on the machine.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         with tempfile.TemporaryDirectory() as tmp:
             server = ServerProcess(build_repository(Path(tmp), VARIANTS[args.keep_running]), timeout=120)
             print(f"pid {server.process.pid} grpc {server.grpc_url} http {server.http_url}", flush=True)
