@@ -7,10 +7,10 @@ stream, whatever order priorities, timeouts or several instances finish them in:
 its predecessor's. A unary RPC has one answer, so ordering only means something on a stream.
 
 A request that fails is answered with `error_message` (and its id, so the client can match it) and the stream
-carries on; only the client closing the stream, or the server
-stopping, ends it. When the stream ends early, every request still running is cancelled, which drops its queued
-work in the batcher. At most `window` requests per stream are unanswered or unsent at a time: beyond that the
-server stops reading, so HTTP/2 flow control pushes back on a client that sends faster than it reads.
+carries on; only the client closing the stream, or the server stopping, ends it. When the stream ends early,
+every request still running is cancelled, which drops its queued work in the batcher. At most `window` requests
+per stream are unanswered or unsent at a time: beyond that the server stops reading, so HTTP/2 flow control
+pushes back on a client that sends faster than it reads.
 """
 
 from __future__ import annotations
