@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import Future
 
 import torch
 from tritonclient.grpc import model_config_pb2 as mc
@@ -128,23 +129,46 @@ class DynamicBatcher:
             await self._clock.wait(wakeup, plan.wake_at_ns)
 
     async def _run(self, batch: list[Entry]) -> None:
+        """Run one batch on the executor; its clients get their results in the same loop step that frees this worker.
+
+        Why not `await loop.run_in_executor(...)` and then set the results: that wakes this worker task first and
+        its clients one loop iteration later, an extra hop on every request's path (~0.1-0.3 ms at c=1 over gRPC,
+        where each loop iteration also waits on grpc's poller thread).
+        """
         start = self._clock.now_ns()
         items = [e.item for e in batch]
         loop = asyncio.get_running_loop()
+        freed: asyncio.Future[None] = loop.create_future()
+        work = self._executor.submit(self._execute, items)
+        work.add_done_callback(lambda done: loop.call_soon_threadsafe(self._deliver, items, done, start, freed))
+        await freed
+
+    def _deliver(self, items: list[WorkItem], work: Future[tuple[list[Outputs], int, int, int]], start: int,
+                 freed: asyncio.Future[None]) -> None:
+        """On the loop: hand each client its outputs (or the batch's error), record the batch, free the worker."""
         try:
-            results, in_ns, infer_ns, out_ns = await loop.run_in_executor(self._executor, self._execute, items)
-        except Exception as exc:
+            error = work.exception()
+            if error is not None:
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(error)
+                return
+            results, in_ns, infer_ns, out_ns = work.result()
+            rows = 0
+            for item, outputs in zip(items, results, strict=True):
+                rows += item.rows
+                self._recorder.request_computed(start - item.queue_start_ns, in_ns, infer_ns, out_ns)
+                if not item.future.done():
+                    item.future.set_result(outputs)
+            self._recorder.batch_executed(rows, in_ns, infer_ns, out_ns)
+        except Exception as exc:  # a bug here must not strand the batch's clients
+            log.exception("batch delivery failed")
             for item in items:
                 if not item.future.done():
                     item.future.set_exception(exc)
-            return
-        rows = 0
-        for item, outputs in zip(items, results, strict=True):
-            rows += item.rows
-            self._recorder.request_computed(start - item.queue_start_ns, in_ns, infer_ns, out_ns)
-            if not item.future.done():
-                item.future.set_result(outputs)
-        self._recorder.batch_executed(rows, in_ns, infer_ns, out_ns)
+        finally:
+            if not freed.done():
+                freed.set_result(None)
 
     def _execute(self, items: list[WorkItem]) -> tuple[list[Outputs], int, int, int]:
         """Worker thread: merge, run, split; returns the outputs and the three stage durations."""
