@@ -15,8 +15,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from server.model_series import (
-    BATCH_BUCKETS,
-    DURATION_BUCKETS,
     BatchStat,
     DurationStat,
     ModelRecorder,
@@ -24,7 +22,7 @@ from server.model_series import (
     VersionStats,
 )
 
-__all__ = ["BATCH_BUCKETS", "DURATION_BUCKETS", "BatchStat", "DurationStat", "GpuMemoryCollector", "Metrics",
+__all__ = ["BatchStat", "DurationStat", "GpuMemoryCollector", "Metrics",
            "ModelRecorder", "VersionStats"]
 
 

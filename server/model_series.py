@@ -60,25 +60,25 @@ class VersionStats:
 
 
 class Buckets:
-    """A histogram's per-bucket counts and sum (Prometheus `le` semantics: a value lands in the first bound >= it)."""
+    """A histogram's per-bucket counts (Prometheus `le` semantics: a value lands in the first bound >= it).
 
-    __slots__ = ("bounds", "counts", "total")
+    No sum here: each histogram's sum is already in VersionStats (durations in ns, rows as inference_count)."""
+
+    __slots__ = ("bounds", "counts")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
-        self.total = 0.0
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
 
-    def cumulative(self) -> tuple[list[tuple[str, float]], float]:
+    def cumulative(self) -> list[tuple[str, float]]:
         running, out = 0, []
         for bound, count in zip((*map(floatToGoString, self.bounds), "+Inf"), self.counts, strict=True):
             running += count
             out.append((bound, float(running)))
-        return out, self.total
+        return out
 
 
 class Level:
@@ -149,11 +149,14 @@ class ModelRecorder:
     def snapshot(self) -> dict[str, object]:
         """A consistent copy of every series' numbers, taken under the lock (for the collector)."""
         with self._lock:
+            s = self.stats
+            seconds = {"request": s.success.ns, "queue": s.queue.ns, "compute_input": s.compute_input.ns,
+                       "compute_infer": s.compute_infer.ns, "compute_output": s.compute_output.ns}
             return {
-                "success": self.stats.success.count, "inferences": self.stats.inference_count,
-                "executions": self.stats.execution_count, "failures": dict(self._failures),
-                "pending": self.pending.value, "batch": self._batch.cumulative(),
-                **{stage: buckets.cumulative() for stage, buckets in self._durations.items()},
+                "success": s.success.count, "inferences": s.inference_count, "executions": s.execution_count,
+                "failures": dict(self._failures), "pending": self.pending.value,
+                "batch": (self._batch.cumulative(), float(s.inference_count)),  # a batch histogram's sum is its rows
+                **{stage: (buckets.cumulative(), seconds[stage] / 1e9) for stage, buckets in self._durations.items()},
             }
 
 
