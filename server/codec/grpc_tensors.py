@@ -13,6 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
+from server.codec.shapes import check_shape
 from server.errors import ErrorKind, ServingError, invalid
 from server.types import DATATYPES, InferRequest, InferResponse, InferTensor, RequestedOutput
 
@@ -34,7 +35,6 @@ TYPED_FIELDS: dict[str, tuple[str, np.dtype]] = {
 CONTENT_FIELDS = ("bool_contents", "int_contents", "int64_contents", "uint_contents", "uint64_contents",
                   "fp32_contents", "fp64_contents", "bytes_contents")
 SHARED_MEMORY_PARAMS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
-MAX_DIMS = 32  # far beyond any real model; bounds the work a forged shape can cause
 
 
 # -- parameters -----------------------------------------------------------------------------------------------
@@ -72,25 +72,6 @@ def _reject_shared_memory(params: Mapping[str, Any], what: str) -> None:
 
 
 # -- decoding -------------------------------------------------------------------------------------------------
-def _shape(tensor: pb.ModelInferRequest.InferInputTensor, max_elements: int) -> tuple[tuple[int, ...], int]:
-    """The declared shape and its element count, rejecting negative dims, absurd ranks and oversized claims."""
-    shape = tuple(tensor.shape)
-    if len(shape) > MAX_DIMS:
-        raise invalid(f"input {tensor.name!r}: shape has {len(shape)} dimensions; at most {MAX_DIMS} are allowed")
-    count = 1
-    nonzero = 1  # numpy refuses shapes whose non-zero dims overflow, even when a 0 makes the tensor empty
-    for dim in shape:
-        if dim < 0:
-            raise invalid(f"input {tensor.name!r}: shape {list(shape)} has a negative dimension")
-        count *= dim  # Python ints: no overflow however large the claim
-        nonzero *= max(dim, 1)
-    if count > max_elements or nonzero > max_elements:
-        raise ServingError(ErrorKind.TOO_LARGE, f"input {tensor.name!r}: shape {list(shape)} has "
-                           f"{count or nonzero} elements; the limit is {max_elements}: a request may hold no more than "
-                           f"{max_elements} tensor elements")
-    return shape, count
-
-
 def _datatype(tensor: pb.ModelInferRequest.InferInputTensor) -> str:
     datatype = tensor.datatype
     if datatype == "BYTES":
@@ -156,7 +137,7 @@ def decode_infer_request(request: pb.ModelInferRequest, max_elements: int = 2**4
         params = params_to_dict(tensor.parameters)
         _reject_shared_memory(params, f"input {tensor.name!r}")
         datatype = _datatype(tensor)
-        shape, count = _shape(tensor, max_elements)
+        shape, count = check_shape(tensor.shape, tensor.name, max_elements)
         has_typed = tensor.HasField("contents") and bool(_present_fields(tensor.contents))
         if raw:
             if has_typed:

@@ -21,30 +21,16 @@ from server.codec.http_binary import (
     split_body,
 )
 from server.codec.http_json import decode_json_tensor, dumps, encode_json_data, parse_object
-from server.errors import ErrorKind, ServingError, invalid, too_large
+from server.codec.shapes import check_shape
+from server.errors import ErrorKind, ServingError, invalid
 from server.types import DATATYPES, InferRequest, InferResponse, InferTensor, RequestedOutput
 
-MAX_DIMS = 32  # far beyond any real model; numpy allows 64, and each dimension costs work to check
 
-
-def check_shape(shape: Any, name: str, max_elements: int) -> tuple[tuple[int, ...], int]:
-    """(shape, element count); refuses non-integer, negative and oversized shapes before any allocation."""
+def check_json_shape(shape: Any, name: str, max_elements: int) -> tuple[tuple[int, ...], int]:
+    """A JSON `shape` must be an array; its dimensions are then checked like any transport's (codec.shapes)."""
     if not isinstance(shape, list):
         raise invalid(f"input {name!r}: 'shape' must be a JSON array of integers, got {type(shape).__name__}")
-    if len(shape) > MAX_DIMS:
-        raise invalid(f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_DIMS} are allowed")
-    count = 1
-    nonzero = 1  # numpy refuses shapes whose non-zero dims overflow, even when a 0 makes the tensor empty
-    for dim in shape:
-        if isinstance(dim, bool) or not isinstance(dim, int):
-            raise invalid(f"input {name!r}: shape {shape} holds a non-integer dimension {dim!r}")
-        if dim < 0:
-            raise invalid(f"input {name!r}: shape {shape} holds a negative dimension")
-        count *= dim  # Python ints: no overflow, however large the claimed dimensions
-        nonzero *= max(dim, 1)
-    if count > max_elements or nonzero > max_elements:
-        raise too_large(f"input {name!r}: shape {shape} has {count or nonzero} elements; the limit is {max_elements}")
-    return tuple(shape), count
+    return check_shape(shape, name, max_elements)
 
 
 def _parameters(container: dict[str, Any], where: str) -> dict[str, Any]:
@@ -82,7 +68,7 @@ def _decode_input(raw: Any, index: int, region: memoryview, offset: int, has_bin
         raise invalid(f"input {name!r}: unknown datatype {datatype!r}; expected one of {sorted(DATATYPES)}")
     if "shape" not in raw:
         raise invalid(f"input {name!r}: field 'shape' is missing")
-    shape, count = check_shape(raw["shape"], name, max_elements)
+    shape, count = check_json_shape(raw["shape"], name, max_elements)
     parameters = _parameters(raw, f"input {name!r}")
     if "shared_memory_region" in parameters:  # an extension we do not offer: UNIMPLEMENTED, as over gRPC
         raise ServingError(ErrorKind.UNIMPLEMENTED,
