@@ -58,7 +58,7 @@ RCS=()
 step "bench a,c,d" "$T_ACD" bench_acd.txt "$PY" bench/gpu.py --parts a,c,d
 step "bench b" "$T_B" bench_b.txt "$PY" bench/gpu.py --parts b
 if "$PY" -c "import pytest" 2>/dev/null; then
-  step "tests/gpu" "$T_TESTS" tests.txt "$PY" -m pytest tests/gpu -q -rs -p no:cacheprovider --junitxml="$OUT/tests.xml"
+  step "tests/gpu" "$T_TESTS" tests.txt "$PY" -m pytest tests/gpu -q -rsP -p no:cacheprovider --junitxml="$OUT/tests.xml"
 else
   echo "pytest is not importable: carry a pytest wheel in .whl/ (bench/RESULTS.md, GPU)" | tee "$OUT/tests.txt"
   RCS+=("tests/gpu=not-run")

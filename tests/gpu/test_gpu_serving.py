@@ -113,6 +113,7 @@ def test_served_over_tritonclient_with_device_cuda(tmp_path: Path) -> None:
         y = client.infer("enc", [request]).as_numpy("Y")
         assert relative_error(torch.from_numpy(y), dense_fp16(model, torch.from_numpy(x))) <= 1e-2
         asyncio.run(_check_grpc_report(server.grpc_url))
+        _check_gpu_memory_metrics(server.metrics_url)
     finally:
         assert server.stop() == 0, server.output()
 
@@ -128,3 +129,17 @@ async def _check_grpc_report(url: str) -> None:
     version = report.versions[0]
     assert version.device == "cuda:0" and version.dtype == "float16"
     assert {layer.layer for layer in version.layers} == EncoderMLP(HIDDEN).sparse_names()
+
+
+def _check_gpu_memory_metrics(url: str) -> None:
+    """The metrics issue asks for GPU memory used/total per device once CUDA is in use: read them off /metrics."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+               if line.startswith("twofour_gpu_memory_")}
+    used, total = samples.get('twofour_gpu_memory_used_bytes{device="0"}'), samples.get(
+        'twofour_gpu_memory_total_bytes{device="0"}')
+    print(f"gpu memory metrics: used={used} total={total}")
+    assert used is not None and total is not None, sorted(samples)
+    assert 0 < used <= total
