@@ -35,11 +35,17 @@ def missing() -> list[str]:
     return out
 
 
-def _median_latency(client: object, model: str, x: np.ndarray, seconds: float) -> float:
+def _request(x: np.ndarray) -> object:
     import tritonclient.grpc as grpcclient
 
-    request = grpcclient.InferInput("X", list(x.shape), "FP32")
+    name, datatype = ("TOKENS", "INT64") if x.dtype == np.int64 else ("X", "FP32")
+    request = grpcclient.InferInput(name, list(x.shape), datatype)
     request.set_data_from_numpy(x)
+    return request
+
+
+def _median_latency(client: object, model: str, x: np.ndarray, seconds: float) -> float:
+    request = _request(x)
     for _ in range(3):
         client.infer(model, [request])  # type: ignore[attr-defined]
     samples: list[float] = []
@@ -66,15 +72,19 @@ def _report(url: str) -> None:
         details = json_format.MessageToDict(version.details)
         print(f"decision table of enc_24 v{version.version} ({version.device}, {version.dtype}, "
               f"mode {details.get('mode')}, backend {details.get('backend')}); 2:4 weight bytes ratio "
-              f"{details.get('sparse_weight_ratio')}; load {details.get('load_seconds')}")
+              f"{details.get('sparse_weight_ratio')}; load {details.get('load_seconds')}; cuda graphs "
+              f"{details.get('cuda_graphs')}")
         first = {layer["layer"]: layer for layer in details.get("layers", [])[:2]}  # blocks repeat: show two
         print(format_table(list(first.values())))
 
 
-def run(smoke: bool, hidden: int, blocks: int, seconds: float, keep_dense: bool) -> None:
+def run(smoke: bool, hidden: int, blocks: int, seconds: float, keep_dense: bool, sequence: int = 0) -> None:
+    """`sequence` > 0: each request is that many token ids (embedding, blocks, mean pool), so a batch of n
+    requests is n x sequence rows per GEMM; 0: each request is one hidden-size vector (one row)."""
     if smoke:
-        hidden, blocks = 64, 2
-    print(f"\n(b) served throughput, encoder {blocks} x ({hidden} -> {4 * hidden} -> {hidden}), "
+        hidden, blocks, sequence = 64, 2, min(sequence, 8)
+    shape = f"{sequence} tokens -> " if sequence else ""
+    print(f"\n(b) served throughput, encoder {shape}{blocks} x ({hidden} -> {4 * hidden} -> {hidden}), "
           f"mode {'dispatch' if keep_dense else 'memory'}, one request in flight")
     lacking = missing()
     if lacking:
@@ -82,14 +92,24 @@ def run(smoke: bool, hidden: int, blocks: int, seconds: float, keep_dense: bool)
         return
     import tritonclient.grpc as grpcclient
 
-    from tests.gpu.models import EncoderMLP, write_encoder
+    from tests.gpu.models import EncoderMLP, TokenEncoder, write_encoder, write_token_encoder
     from tests.support.server import ServerProcess
 
     with tempfile.TemporaryDirectory(prefix="twofour-bench-") as tmp:
         root = Path(tmp)
-        model = EncoderMLP(hidden, blocks)
-        write_encoder(root, "enc_dense", model, hidden, max_batch=BATCHES[-1], sparse=False)
-        write_encoder(root, "enc_24", model, hidden, max_batch=BATCHES[-1], sparse=True)
+        if sequence:
+            tokens = TokenEncoder(hidden, blocks, vocab=1000 if smoke else 30522)
+            for name, sparse in (("enc_dense", False), ("enc_24", True)):
+                write_token_encoder(root, name, tokens, hidden, sequence, max_batch=BATCHES[-1], sparse=sparse)
+        else:
+            model = EncoderMLP(hidden, blocks)
+            write_encoder(root, "enc_dense", model, hidden, max_batch=BATCHES[-1], sparse=False)
+            write_encoder(root, "enc_24", model, hidden, max_batch=BATCHES[-1], sparse=True)
+
+        def sample(batch: int) -> np.ndarray:
+            if sequence:
+                return rng.integers(0, 1000, (batch, sequence), dtype=np.int64)
+            return rng.standard_normal((batch, hidden)).astype(np.float32)
         flags = ["--device", "cpu" if smoke else "cuda"] + (["--gpu-keep-dense"] if keep_dense else [])
         started = time.perf_counter()
         server = ServerProcess(root, *flags, timeout=600)
@@ -97,17 +117,13 @@ def run(smoke: bool, hidden: int, blocks: int, seconds: float, keep_dense: bool)
         try:
             client = grpcclient.InferenceServerClient(server.grpc_url)
             rng = np.random.default_rng(0)
-            check = rng.standard_normal((8, hidden)).astype(np.float32)
-            outputs = []
-            for name in ("enc_dense", "enc_24"):
-                request = grpcclient.InferInput("X", list(check.shape), "FP32")
-                request.set_data_from_numpy(check)
-                outputs.append(client.infer(name, [request]).as_numpy("Y"))
+            check = sample(8)
+            outputs = [client.infer(name, [_request(check)]).as_numpy("Y") for name in ("enc_dense", "enc_24")]
             err = float(np.linalg.norm(outputs[1] - outputs[0]) / np.linalg.norm(outputs[0]))
             print(f"served 2:4 vs served dense, batch 8: relative error {err:.2e} ({'ok' if err <= 1e-2 else 'FAIL'})")
             print(f"{'batch':>6} {'dense ms':>9} {'2:4 ms':>9} {'dense rows/s':>13} {'2:4 rows/s':>11} {'speedup':>8}")
             for batch in BATCHES:
-                x = rng.standard_normal((batch, hidden)).astype(np.float32)
+                x = sample(batch)
                 dense = _median_latency(client, "enc_dense", x, seconds)
                 sparse = _median_latency(client, "enc_24", x, seconds)
                 print(f"{batch:>6} {dense * 1e3:>9.2f} {sparse * 1e3:>9.2f} {batch / dense:>13.0f} "

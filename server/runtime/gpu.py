@@ -33,8 +33,9 @@ from server.runtime.gpu_decision import (
     decide_layer,
     format_table,
 )
+from server.runtime.gpu_graphs import Capture, GraphBuckets
 from server.runtime.gpu_layers import SparseFactory, install_switches, tensor_bytes
-from server.runtime.gpu_rules import batch_sizes, kernel_shape_problem, sequence_length
+from server.runtime.gpu_rules import batch_sizes, cuda_graphs_problem, kernel_shape_problem, sequence_length
 from server.types import CONFIG_TO_WIRE, DATATYPES
 
 log = logging.getLogger("twofour.runtime.gpu")
@@ -51,7 +52,8 @@ class GpuRuntime:
 
     def __init__(self, version_dir: Path, config: mc.ModelConfig, *, device: torch.device, dtype: torch.dtype,
                  keep_dense: bool, backend: str, sparse_factory: SparseFactory, timer: Timer,
-                 margin: float = DEFAULT_MARGIN) -> None:
+                 margin: float = DEFAULT_MARGIN, capture: Capture | None = None) -> None:
+        """`capture`: how to record CUDA graphs (gpu_graphs.cuda_capture); None serves eagerly."""
         started = time.perf_counter()
         self._device, self._dtype, self._config = device, dtype, config
         program = load_program(version_dir / PROGRAM_FILE)
@@ -60,6 +62,7 @@ class GpuRuntime:
         self._out_dtypes = {t.name: _config_dtype(t.data_type) for t in config.output}
         module = build_module(program, weights).to(device=device, dtype=dtype)
         self._module: torch.nn.Module | None = module
+        self._graphs: GraphBuckets | None = None  # captured after the kernels are chosen
         self._switches = install_switches(module, weights.sparse)  # type: ignore[arg-type]
         self._batches = batch_sizes(config)
         rows = self._probe()
@@ -73,8 +76,10 @@ class GpuRuntime:
         if hasattr(timer, "clear"):
             timer.clear()
         self._probe()  # warmup with the final kernels, before the registry marks the model READY
+        graphs = self._capture(capture)
         layers = [d.as_dict() for d in decisions]
         self._description = self._describe(weights, layers, backend, keep_dense, margin)
+        self._description.details["cuda_graphs"] = graphs
         self._description.details["load_seconds"] = {
             "probe": round(probed - started, 3), "measure": round(measured - probed, 3),
             "total": round(time.perf_counter() - started, 3), "timed_kernels": cached.calls}
@@ -111,6 +116,35 @@ class GpuRuntime:
                 switch.recording = False
                 switch.rows_seen.clear()
         return seen
+
+    def _capture(self, capture: Capture | None) -> dict[str, Any]:
+        """Capture one graph per batch bucket with the final kernels; on any failure serve eagerly, and say why."""
+        problem = "not requested" if capture is None else cuda_graphs_problem(self._config)
+        if problem is None and capture is not None:
+            module = self._module
+            assert module is not None
+
+            def forward(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+                return call(module, self._binding, inputs)
+
+            examples = {b: self._device_inputs(self._example(b)) for b in self._batches}
+            try:
+                with torch.inference_mode():
+                    self._graphs = GraphBuckets(forward, examples, capture)
+            except RuntimeError as exc:
+                problem = f"capture failed: {_first_line(exc)}"
+                log.warning("%s: CUDA graphs off, serving eagerly (%s)", self._config.name, problem)
+            finally:
+                if self._device.type == "cuda":
+                    torch.cuda.empty_cache()
+        if problem is not None:
+            return {"enabled": False, "reason": problem}
+        assert self._graphs is not None
+        return {"enabled": True, "buckets": self._graphs.buckets}
+
+    def _device_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {n: t.to(self._device, self._dtype) if t.is_floating_point() else t.to(self._device)
+                for n, t in batch.items()}
 
     def _decide(self, name: str, rows: dict[int, int], timer: Timer, backend: str, keep_dense: bool,
                 margin: float) -> LayerDecision:
@@ -182,9 +216,11 @@ class GpuRuntime:
         rows = next(iter(batch.values())).shape[0] if batch and self._config.max_batch_size > 0 else 1
         try:
             with torch.inference_mode():
-                inputs = {n: t.to(self._device, self._dtype) if t.is_floating_point() else t.to(self._device)
-                          for n, t in batch.items()}
-                outputs = call(module, self._binding, inputs)
+                inputs = self._device_inputs(batch)
+                graphs = self._graphs
+                outputs = graphs.run(inputs) if graphs is not None else None
+                if outputs is None:
+                    outputs = call(module, self._binding, inputs)
                 return {n: t.to("cpu", self._out_dtypes.get(n, t.dtype)) for n, t in outputs.items()}
         except torch.OutOfMemoryError as exc:
             if self._device.type == "cuda":
@@ -202,6 +238,7 @@ class GpuRuntime:
 
     def close(self) -> None:
         self._module = None
+        self._graphs = None
         self._switches = {}
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
@@ -215,7 +252,7 @@ def _first_line(exc: BaseException) -> str:
 def create(version_dir: Path, config: mc.ModelConfig, device: str = "cuda", dtype: str = "auto",
            keep_dense: bool = False) -> Any:
     """The runtime for `--device cuda`: places the model per instance_group, with the real 2:4 kernels."""
-    from server.runtime import gpu_rules, gpu_timing
+    from server.runtime import gpu_graphs, gpu_rules, gpu_timing
     from server.runtime.select import MIN_COMPUTE_CAPABILITY
 
     index = gpu_rules.gpu_index(config, torch.cuda.device_count())
@@ -228,10 +265,12 @@ def create(version_dir: Path, config: mc.ModelConfig, device: str = "cuda", dtyp
     if capability < MIN_COMPUTE_CAPABILITY:
         raise ValueError(f"GPU {index} has compute capability {capability[0]}.{capability[1]}; 2:4 needs >= 8.0")
     compute = gpu_rules.compute_dtype(dtype, config)
-    backend = gpu_timing.available_backend()
+    backend = gpu_timing.available_backend(capability)
     torch_device = torch.device("cuda", index)
     factory = gpu_timing.semi_structured_factory(backend)
+    graphs = gpu_rules.cuda_graphs_problem(config) is None  # decisions are timed the way the model will run
     with torch.cuda.device(index):
         return GpuRuntime(version_dir, config, device=torch_device, dtype=compute, keep_dense=keep_dense,
                           backend=backend, sparse_factory=factory,
-                          timer=gpu_timing.CudaTimer(torch_device, compute, factory))
+                          timer=gpu_timing.CudaTimer(torch_device, compute, factory, graphs=graphs),
+                          capture=gpu_graphs.cuda_capture() if graphs else None)

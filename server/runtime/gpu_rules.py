@@ -19,6 +19,7 @@ DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "bfloat16": torch.bf
 CONFIG_DTYPE_KEY = "dtype"  # config.pbtxt: parameters { key: "dtype" value { string_value: "bfloat16" } }
 SEQUENCE_KEY = "sequence_length"  # length used for a variable (-1) non-batch dim when probing at load
 DEFAULT_SEQUENCE_LENGTH = 128
+GRAPHS_KEY = "cuda_graphs"  # config.pbtxt: parameters { key: "cuda_graphs" value { string_value: "false" } }
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,9 @@ def compute_dtype(flag: str, config: mc.ModelConfig) -> torch.dtype:
 
 def kernel_shape_problem(out_features: int, in_features: int, dtype: torch.dtype, backend: str) -> str | None:
     """Why a [out_features, in_features] weight cannot run on the 2:4 kernel, or None when it can."""
+    if backend == "none":
+        return ("no 2:4 kernel on this GPU: PyTorch's CUTLASS kernels run on compute capability 8.x only and this "
+                "torch build has no cuSPARSELt")
     limits = KERNEL_LIMITS.get(backend)
     if limits is None:
         return f"unknown 2:4 backend {backend!r}"
@@ -83,6 +87,21 @@ def batch_sizes(config: mc.ModelConfig) -> list[int]:
     if config.HasField("dynamic_batching"):
         sizes.update(s for s in config.dynamic_batching.preferred_batch_size if 0 < s <= config.max_batch_size)
     return sorted(sizes)
+
+
+def cuda_graphs_problem(config: mc.ModelConfig) -> str | None:
+    """Why this model is served eagerly rather than through CUDA graphs (gpu_graphs.py), or None to capture.
+    A model can opt out with `parameters { key: "cuda_graphs" value { string_value: "false" } }`, e.g. when its
+    forward has data-dependent control flow that one capture per batch size would freeze."""
+    if config.max_batch_size <= 0:
+        return "the model has no batch dimension (max_batch_size 0) to capture buckets of"
+    if GRAPHS_KEY in config.parameters:
+        text = config.parameters[GRAPHS_KEY].string_value.strip().lower()
+        if text in ("false", "0", "no", "off"):
+            return f"config parameter {GRAPHS_KEY!r} is {text!r}"
+        if text not in ("true", "1", "yes", "on"):
+            raise ValueError(f"config parameter {GRAPHS_KEY!r} must be true or false, got {text!r}")
+    return None
 
 
 def sequence_length(config: mc.ModelConfig) -> int:

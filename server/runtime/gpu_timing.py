@@ -16,10 +16,20 @@ from server.runtime.gpu_decision import DENSE, LayerShape
 from server.runtime.gpu_layers import SparseFactory, SparseKernel
 
 
-def available_backend() -> str:
-    """cuSPARSELt when this torch build ships it (faster, more shapes), PyTorch's CUTLASS kernels otherwise."""
+def available_backend(capability: tuple[int, int] | None = None) -> str:
+    """cuSPARSELt when this torch build ships it (faster, more shapes), PyTorch's CUTLASS kernels otherwise --
+    those run on compute capability 8.x only (on an H200, sm_90, they raise "Supported only on GPUs with compute
+    capability 8.x"), so a Hopper GPU without cuSPARSELt has no 2:4 backend ("none": every layer stays dense)."""
     cusparselt = getattr(torch.backends, "cusparselt", None)
-    return "cusparselt" if cusparselt is not None and cusparselt.is_available() else "cutlass"
+    if cusparselt is not None and cusparselt.is_available():
+        return "cusparselt"
+    major = (capability or torch.cuda.get_device_capability())[0]
+    return "cutlass" if major == 8 else "none"
+
+
+def cutlass_runs_here() -> bool:
+    """PyTorch's CUTLASS 2:4 kernels are built for sm_8x alone."""
+    return torch.cuda.get_device_capability()[0] == 8
 
 
 def _subclass(backend: str) -> type[torch.sparse.SparseSemiStructuredTensor]:
@@ -72,11 +82,43 @@ def time_cuda(call: Callable[[], object], warmup: int = 3, repeats: int = 5, inn
     return statistics.median(samples)
 
 
-class CudaTimer:
-    """Timer for gpu_decision: dense `F.linear` vs the 2:4 kernel on one layer shape at one row count."""
+def time_cuda_graph(call: Callable[[], object], repeats: int = 5, inner: int = 10) -> float:
+    """Median seconds per call with `inner` calls replayed from one CUDA graph: the GPU time of the kernels
+    without the host's launch and plan-building work, which is what a call costs in a served graph
+    (gpu_graphs.py). Falls back to `time_cuda` (eager) when the calls cannot be captured."""
+    current = torch.cuda.current_stream()
+    side = torch.cuda.Stream()
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            call()
+    current.wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            for _ in range(inner):
+                call()
+    except RuntimeError:
+        return time_cuda(call, repeats=repeats, inner=inner)
+    graph.replay()
+    samples = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end) / 1000.0 / inner)
+    del graph
+    return statistics.median(samples)
 
-    def __init__(self, device: torch.device, dtype: torch.dtype, factory: SparseFactory) -> None:
-        self.device, self.dtype, self.factory = device, dtype, factory
+
+class CudaTimer:
+    """Timer for gpu_decision: dense `F.linear` vs the 2:4 kernel on one layer shape at one row count, timed the
+    way the model will run: replayed from a CUDA graph when the runtime serves through graphs, eagerly if not."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, factory: SparseFactory, graphs: bool = True) -> None:
+        self.device, self.dtype, self.factory, self.graphs = device, dtype, factory, graphs
         self._weights: dict[LayerShape, tuple[torch.Tensor, torch.Tensor, SparseKernel]] = {}
 
     def __call__(self, shape: LayerShape, kernel: str, rows: int) -> float:
@@ -86,10 +128,11 @@ class CudaTimer:
             self._weights[shape] = (dense, bias, self.factory(dense, bias))
         dense, bias, sparse = self._weights[shape]
         x = torch.randn(rows, shape.in_features, dtype=self.dtype, device=self.device)
+        clock = time_cuda_graph if self.graphs else time_cuda
         with torch.inference_mode():
             if kernel == DENSE:
-                return time_cuda(lambda: F.linear(x, dense, bias))
-            return time_cuda(lambda: sparse(x))
+                return clock(lambda: F.linear(x, dense, bias))
+            return clock(lambda: sparse(x))
 
     def clear(self) -> None:
         """Free the synthetic weights once the decisions are made."""

@@ -1,4 +1,6 @@
-"""A BERT-base-shaped 2:4 model for the GPU tests and bench/gpu.py: encoder MLP blocks, built and pruned here."""
+"""BERT-base-shaped 2:4 models for the GPU tests and bench/gpu.py, built and pruned here: encoder MLP blocks on
+vectors, and the same blocks over a token sequence (embedding in, mean-pooled vector out), where a batch of n
+requests is n x sequence rows for every GEMM, as in a real encoder."""
 
 from __future__ import annotations
 
@@ -43,4 +45,38 @@ def write_encoder(root: Path, name: str, model: EncoderMLP, hidden: int, max_bat
                   extra: str = "") -> None:
     write_model(root, name, model.eval(), (torch.randn(2, hidden),),
                 CONFIG.format(name=name, max_batch=max_batch, hidden=hidden, extra=extra),
+                sparse=model.sparse_names() if sparse else set())
+
+
+TOKEN_CONFIG = """
+name: "{name}"
+max_batch_size: {max_batch}
+input [{{ name: "TOKENS" data_type: TYPE_INT64 dims: [{sequence}] }}]
+output [{{ name: "Y" data_type: TYPE_FP32 dims: [{hidden}] }}]
+{extra}
+"""
+
+
+class TokenEncoder(torch.nn.Module):
+    """Token ids -> embedding -> EncoderMLP blocks -> mean over the sequence. Attention is left out on purpose:
+    it has no weights to prune, and the MLP GEMMs are where 2:4 acts (two thirds of BERT's weights)."""
+
+    def __init__(self, hidden: int = 768, blocks: int = 2, vocab: int = 30522, seed: int = 0) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, hidden)
+        self.encoder = EncoderMLP(hidden, blocks, seed)
+        self.vocab = vocab
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.embed(tokens)).mean(dim=1)
+
+    def sparse_names(self) -> set[str]:
+        return {f"encoder.{n}" for n in self.encoder.sparse_names()}
+
+
+def write_token_encoder(root: Path, name: str, model: TokenEncoder, hidden: int, sequence: int, max_batch: int,
+                        sparse: bool = True) -> None:
+    example = torch.randint(0, model.vocab, (2, sequence))
+    write_model(root, name, model.eval(), (example,),
+                TOKEN_CONFIG.format(name=name, max_batch=max_batch, hidden=hidden, sequence=sequence, extra=""),
                 sparse=model.sparse_names() if sparse else set())

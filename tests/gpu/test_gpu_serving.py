@@ -88,7 +88,8 @@ def test_measured_decisions_are_recorded_and_served_correctly(tmp_path: Path) ->
         assert [b["batch"] for b in layer["buckets"]] == details["batch_sizes"]
         assert all(b["dense_us"] > 0 and b["sparse_us"] > 0 for b in layer["buckets"])
     assert details["gpu_memory_allocated_bytes"] > 0
-    for batch in (1, 100, 256):
+    assert details["cuda_graphs"]["enabled"], details["cuda_graphs"]
+    for batch in (1, 100, 256):  # 100 rows replay the 128-row graph, padded
         x = torch.randn(batch, HIDDEN)
         assert relative_error(runtime.infer({"X": x})["Y"], dense_fp16(model, x)) <= 1e-2
     runtime.close()
