@@ -5,7 +5,8 @@
   (b) end-to-end served throughput of a BERT-size encoder, dense vs 2:4, batch 1..256, through the real server
       (`twofour serve --device cuda`) and tritonclient -- only where the server's dependencies are importable;
   (c) GPU bytes of each weight, dense vs the 2:4 layout (tensor bytes and the allocator's delta);
-  (d) correctness: 2:4 kernel vs dense fp16/bf16 on the same pruned weight (relative error), fp32 refused.
+  (d) correctness: 2:4 kernel vs dense fp16/bf16 on the same pruned weight (relative error), fp32 refused;
+  (e) the runtime alone (no server): the (b) token encoder dense vs 2:4, through CUDA graphs and eagerly.
 
 Parts (a), (c), (d) import torch and the runtime's torch-only modules, nothing else. Usage:
 
@@ -172,9 +173,64 @@ def part_d(b: Bench) -> None:
     print(f"correctness: {'all within 1e-2' if not failures else f'{failures} FAILED'}")
 
 
+def part_e(b: Bench, hidden: int, blocks: int, sequence: int) -> None:
+    """The runtime alone, no server: the same token encoder dense vs 2:4, through CUDA graphs and eagerly, so
+    the GPU's share of (b) is seen without the transport's milliseconds on top."""
+    import tempfile
+
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from server.runtime import gpu
+    from tests.gpu.models import TokenEncoder, write_token_encoder
+
+    if b.smoke:
+        hidden, blocks, sequence = 64, 2, 8
+    batches = [1, 8, 32, 64, 128, 256]
+    print(f"\n(e) runtime only (no server), {sequence} tokens -> {blocks} x ({hidden} -> {4 * hidden} -> {hidden}), "
+          f"median ms per batch of 9 calls (mode dispatch)")
+    model = TokenEncoder(hidden, blocks, vocab=1000)
+    variants = (("dense graph", False, True), ("2:4 graph", True, True), ("2:4 eager", True, False))
+    times: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="twofour-bench-e-") as tmp:
+        for label, sparse, graphs in variants:
+            name = label.replace(" ", "_").replace(":", "")
+            write_token_encoder(Path(tmp), name, model, hidden, sequence, max_batch=batches[-1], sparse=sparse)
+            config_file = Path(tmp) / name / "config.pbtxt"
+            config = text_format.Parse(config_file.read_text(), mc.ModelConfig())
+            if not graphs:
+                config.parameters["cuda_graphs"].string_value = "false"
+            if b.smoke:  # the pipeline on CPU in fp32 (every layer dense), no graphs: plumbing only
+                runtime = gpu.GpuRuntime(Path(tmp) / name / "1", config, device=b.device, dtype=torch.float32,
+                                         keep_dense=True, backend="cutlass", sparse_factory=functools.partial(
+                                             StandIn, backend="stand-in"), timer=lambda *_: 1.0)
+            else:
+                runtime = gpu.create(Path(tmp) / name / "1", config, "cuda", keep_dense=True)
+            times[label] = []
+            for batch in batches:
+                tokens = {"TOKENS": torch.randint(0, 1000, (batch, sequence))}
+                runtime.infer(tokens)
+                samples = []
+                for _ in range(9):
+                    start = time.perf_counter()
+                    runtime.infer(tokens)
+                    samples.append(time.perf_counter() - start)
+                times[label].append(statistics.median(samples) * 1e3)
+            if sparse and graphs:
+                for layer in [x for x in runtime.describe().details.get("layers", []) if ".0." in x["layer"]]:
+                    chosen = [f"{c['batch']}:{c['kernel'][0]}{c['speedup']:.2f}" for c in layer["buckets"]]
+                    print(f"  {layer['layer']} ({layer['out_features']}x{layer['in_features']}) per bucket "
+                          f"batch:kernel+measured speedup: {' '.join(chosen)}")
+            runtime.close()
+    print(f"{'batch':>6}" + "".join(f" {label + ' ms':>15}" for label, _, _ in variants) + f" {'2:4/dense graph':>16}")
+    for i, batch in enumerate(batches):
+        row = [times[label][i] for label, _, _ in variants]
+        print(f"{batch:>6}" + "".join(f" {t:>15.2f}" for t in row) + f" {row[0] / row[1]:>15.2f}x")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", default="a,b,c,d", help="comma list of a,b,c,d")
+    parser.add_argument("--parts", default="a,b,c,d,e", help="comma list of a,b,c,d,e")
     parser.add_argument("--dtype", choices=["float16", "bfloat16"], default="float16", help="dtype for (a), (c)")
     parser.add_argument("--smoke", action="store_true", help="CPU dry run with a dense stand-in (not a measurement)")
     parser.add_argument("--e2e-hidden", type=int, default=768, help="(b) encoder width (768 = BERT-base)")
@@ -196,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     for part, run in (("a", part_a), ("c", part_c), ("d", part_d)):
         if part in parts:
             run(bench)
+    if "e" in parts:
+        part_e(bench, args.e2e_hidden, args.e2e_blocks, args.e2e_sequence or 128)
     if "b" in parts:
         from bench import gpu_e2e
 
