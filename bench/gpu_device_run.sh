@@ -4,7 +4,7 @@
 #     bash bench/gpu_wheels.sh                      # here: server deps as cp312 wheels into .whl/ (optional)
 #     run(command="bash bench/gpu_device_run.sh", carry=[".whl"], timeout_s=540)
 # What it does there: records the environment; installs carried .whl/*.whl into /tmp/site (PYTHONPATH) if present;
-# runs bench/gpu.py parts a,c,d (torch only), then part b (skipped with the reason when the server's deps are
+# runs bench/gpu.py parts a,c,d (torch only), then parts b,e (skipped with the reason when the server's deps are
 # missing), then tests/gpu when pytest imports; each step under its own timeout so a hang cannot eat the others.
 # Outputs land in $OUT (env.txt, bench_acd.txt, bench_b.txt, tests.txt, tests.xml, summary.txt): at most 8 files.
 set -uo pipefail
@@ -56,7 +56,7 @@ step() {  # step NAME SECONDS FILE COMMAND...: run with a timeout, tee its outpu
 }
 RCS=()
 step "bench a,c,d" "$T_ACD" bench_acd.txt "$PY" bench/gpu.py --parts a,c,d
-step "bench b" "$T_B" bench_b.txt "$PY" bench/gpu.py --parts b
+step "bench b,e" "$T_B" bench_b.txt "$PY" bench/gpu.py --parts b,e
 if "$PY" -c "import pytest" 2>/dev/null; then
   step "tests/gpu" "$T_TESTS" tests.txt "$PY" -m pytest tests/gpu -q -rsP -p no:cacheprovider --junitxml="$OUT/tests.xml"
 else

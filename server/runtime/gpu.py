@@ -23,6 +23,7 @@ from server.errors import ErrorKind, ServingError
 from server.repository import PROGRAM_FILE, WEIGHTS_FILE
 from server.runtime.base import RuntimeDescription
 from server.runtime.binding import call, make_binding
+from server.runtime.gpu_bucket_check import ModelTimer, check_buckets
 from server.runtime.gpu_decision import (
     DEFAULT_MARGIN,
     DENSE,
@@ -52,8 +53,10 @@ class GpuRuntime:
 
     def __init__(self, version_dir: Path, config: mc.ModelConfig, *, device: torch.device, dtype: torch.dtype,
                  keep_dense: bool, backend: str, sparse_factory: SparseFactory, timer: Timer,
-                 margin: float = DEFAULT_MARGIN, capture: Capture | None = None) -> None:
-        """`capture`: how to record CUDA graphs (gpu_graphs.cuda_capture); None serves eagerly."""
+                 margin: float = DEFAULT_MARGIN, capture: Capture | None = None,
+                 model_timer: ModelTimer | None = None) -> None:
+        """`capture`: how to record CUDA graphs (gpu_graphs.cuda_capture); None serves eagerly. `model_timer`:
+        how the whole-model check times a bucket's graph (default: replay it, synchronised)."""
         started = time.perf_counter()
         self._device, self._dtype, self._config = device, dtype, config
         program = load_program(version_dir / PROGRAM_FILE)
@@ -71,15 +74,23 @@ class GpuRuntime:
         decisions = [self._decide(name, rows.get(name, {}), cached, backend, keep_dense, margin)
                      for name in sorted(weights.sparse)]
         measured = time.perf_counter()
+        check = keep_dense and capture is not None  # whole-model check per bucket, which needs both weights
         for decision in decisions:
-            self._apply(decision, sparse_factory, keep_dense)
+            self._apply(decision, sparse_factory, keep_dense, release=not check)
         if hasattr(timer, "clear"):
             timer.clear()
         self._probe()  # warmup with the final kernels, before the registry marks the model READY
         graphs = self._capture(capture)
+        checked: list[dict[str, Any]] = []
+        if check and self._graphs is not None:
+            with torch.inference_mode():
+                checked = check_buckets(self._graphs, self._switches, rows, decisions, margin,
+                                        model_timer or self._replay_timer(self._graphs))
+        for switch in self._switches.values():
+            switch.release_unused(keep_dense)
         layers = [d.as_dict() for d in decisions]
         self._description = self._describe(weights, layers, backend, keep_dense, margin)
-        self._description.details["cuda_graphs"] = graphs
+        self._description.details.update(cuda_graphs=graphs, bucket_check=checked)
         self._description.details["load_seconds"] = {
             "probe": round(probed - started, 3), "measure": round(measured - probed, 3),
             "total": round(time.perf_counter() - started, 3), "timed_kernels": cached.calls}
@@ -142,6 +153,10 @@ class GpuRuntime:
         assert self._graphs is not None
         return {"enabled": True, "buckets": self._graphs.buckets}
 
+    def _replay_timer(self, graphs: GraphBuckets) -> ModelTimer:
+        synchronize = torch.cuda.synchronize if self._device.type == "cuda" else (lambda: None)
+        return lambda bucket, _layers: graphs.replay_seconds(bucket, synchronize)
+
     def _device_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {n: t.to(self._device, self._dtype) if t.is_floating_point() else t.to(self._device)
                 for n, t in batch.items()}
@@ -158,7 +173,7 @@ class GpuRuntime:
         except RuntimeError as exc:  # a kernel refusing a shape our rules allow: that layer stays dense, and says why
             return LayerDecision(name, shape, DENSE, f"2:4 kernel failed while timing: {_first_line(exc)}")
 
-    def _apply(self, decision: LayerDecision, factory: SparseFactory, keep_dense: bool) -> None:
+    def _apply(self, decision: LayerDecision, factory: SparseFactory, keep_dense: bool, release: bool) -> None:
         switch = self._switches.get(decision.layer)
         if switch is None:
             return
@@ -171,7 +186,7 @@ class GpuRuntime:
                 for bucket in decision.buckets:
                     bucket.kernel = DENSE
                 sparse_rows = set()
-        switch.choose([b.rows for b in decision.buckets], sparse_rows, keep_dense)
+        switch.choose([b.rows for b in decision.buckets], sparse_rows, keep_dense, release)
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
 

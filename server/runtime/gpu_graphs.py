@@ -16,7 +16,9 @@ fallback are unit-tested on CPU with an eager stand-in.
 from __future__ import annotations
 
 import bisect
+import statistics
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -58,6 +60,7 @@ class GraphBuckets:
     def __init__(self, forward: Forward, examples: dict[int, dict[str, torch.Tensor]], capture: Capture) -> None:
         """`examples`: bucket size -> static inputs of that many rows, already on the device in the compute dtype.
         Largest first, so the smaller buckets reuse the memory the largest one's capture reserved."""
+        self._forward, self._capture = forward, capture
         self._graphs: dict[int, _Graph] = {}
         self._signature: Signature | None = None
         for bucket in sorted(examples, reverse=True):
@@ -70,6 +73,27 @@ class GraphBuckets:
             self._graphs[bucket] = _Graph(replay, inputs, outputs)
         self.buckets = sorted(self._graphs)
         self._lock = threading.Lock()
+
+    def recapture(self, bucket: int) -> None:
+        """Record `bucket` again, after the model's kernel choice for it changed (load time only)."""
+        with self._lock:
+            inputs = self._graphs.pop(bucket).inputs  # the old graph's memory returns to the pool first
+            replay, outputs = self._capture(self._forward, inputs)
+            self._graphs[bucket] = _Graph(replay, inputs, outputs)
+
+    def replay_seconds(self, bucket: int, synchronize: Callable[[], None], repeats: int = 15) -> float:
+        """Median wall seconds of one replay of `bucket` (host launch plus GPU time, synchronised each time)."""
+        with self._lock:
+            graph = self._graphs[bucket]
+            graph.replay()
+            synchronize()
+            samples = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                graph.replay()
+                synchronize()
+                samples.append(time.perf_counter() - start)
+        return statistics.median(samples)
 
     def run(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
         """Outputs of `batch` (fresh tensors on the device), or None when no captured graph fits it."""

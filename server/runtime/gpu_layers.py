@@ -45,16 +45,28 @@ class SwitchLinear(torch.nn.Module):
         assert self.weight is not None, "the dense weight is needed to build the sparse one"
         self.sparse = factory(self.weight, self.bias)
 
-    def choose(self, measured_rows: list[int], sparse_rows: set[int], keep_dense: bool) -> None:
-        """Install the decision; drop whichever weight no bucket uses (memory is the point of 2:4)."""
+    def choose(self, measured_rows: list[int], sparse_rows: set[int], keep_dense: bool, release: bool = True) -> None:
+        """Install the decision and, with `release`, drop whichever weight no bucket uses (memory is the point of
+        2:4). Without it both weights stay until `release_unused`, so the whole-model check can still flip a
+        bucket back to dense (gpu_bucket_check.py)."""
         if sparse_rows and self.sparse is None:
             raise ValueError(f"{self.layer}: sparse buckets chosen but no sparse kernel attached")
         self.measured_rows = sorted(measured_rows)
         self.sparse_rows = frozenset(sparse_rows)
-        if not sparse_rows:
+        if release:
+            self.release_unused(keep_dense)
+
+    def release_unused(self, keep_dense: bool) -> None:
+        if not self.sparse_rows:
             self.sparse = None
-        elif sparse_rows.issuperset(measured_rows) or not keep_dense:
+        elif self.sparse_rows.issuperset(self.measured_rows) or not keep_dense:
             self.weight = None
+
+    def set_bucket_kernel(self, rows: int, sparse: bool) -> None:
+        """Run the bucket of `rows` rows sparse or dense; both weights must still be held."""
+        if self.weight is None or self.sparse is None:
+            raise ValueError(f"{self.layer}: a bucket's kernel can change only while both weights are held")
+        self.sparse_rows = self.sparse_rows | {rows} if sparse else self.sparse_rows - {rows}
 
     def uses_sparse(self, rows: int) -> bool:
         if self.sparse is None:

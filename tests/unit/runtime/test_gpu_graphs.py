@@ -14,6 +14,8 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from server.runtime.gpu import GpuRuntime
+from server.runtime.gpu_bucket_check import ModelTimer
+from server.runtime.gpu_decision import DENSE, DISPATCH, SPARSE, LayerShape, Timer
 from server.runtime.gpu_graphs import Forward, GraphBuckets, pick_bucket
 from server.runtime.gpu_rules import cuda_graphs_problem
 from tests.support.models import write_model
@@ -120,7 +122,8 @@ def test_which_models_are_captured() -> None:
         cuda_graphs_problem(config('max_batch_size: 8 parameters { key: "cuda_graphs" value { string_value: "x" } }'))
 
 
-def runtime(tmp_path: Path, capture: Callable[..., object] | None) -> tuple[GpuRuntime, Encoder]:
+def runtime(tmp_path: Path, capture: Callable[..., object] | None, model_timer: ModelTimer | None = None,
+            layer_timer: Timer = clock) -> tuple[GpuRuntime, Encoder]:
     model = Encoder().eval()
     write_model(tmp_path, "enc", model, (torch.randn(2, 64),), """
 name: "enc"
@@ -130,8 +133,8 @@ output [{ name: "Y" data_type: TYPE_FP32 dims: [4] }]
 """, sparse=SPARSE_NAMES)
     cfg = config((tmp_path / "enc" / "config.pbtxt").read_text())
     return GpuRuntime(tmp_path / "enc" / "1", cfg, device=torch.device("cpu"), dtype=torch.float16, keep_dense=True,
-                      backend="cutlass", sparse_factory=StandInKernel, timer=clock,
-                      capture=capture), model  # type: ignore[arg-type]
+                      backend="cutlass", sparse_factory=StandInKernel, timer=layer_timer,
+                      capture=capture, model_timer=model_timer), model  # type: ignore[arg-type]
 
 
 def test_runtime_serves_through_the_captured_buckets(tmp_path: Path) -> None:
@@ -163,3 +166,39 @@ def test_a_failed_capture_serves_eagerly_and_says_why(tmp_path: Path) -> None:
 def test_without_a_capture_the_runtime_is_eager(tmp_path: Path) -> None:
     served, _ = runtime(tmp_path, None)
     assert served.describe().details["cuda_graphs"] == {"enabled": False, "reason": "not requested"}
+
+
+def test_whole_model_check_turns_a_losing_bucket_dense(tmp_path: Path) -> None:
+    # per layer, 2:4 wins from 4 rows up (clock); as a whole graph it wins at batch 4 and loses at batch 8
+    timed: list[tuple[int, frozenset[str]]] = []
+
+    def model_timer(bucket: int, layers: frozenset[str]) -> float:
+        timed.append((bucket, layers))
+        return 1.0 if not layers else (0.5 if bucket == 4 else 2.0)
+
+    served, model = runtime(tmp_path, StandInCapture(), model_timer)
+    details = served.describe().details
+    assert details["bucket_check"] == [
+        {"batch": 4, "sparse_layers": 2, "sparse_ms": 500.0, "dense_ms": 1000.0, "kernel": SPARSE},
+        {"batch": 8, "sparse_layers": 2, "sparse_ms": 2000.0, "dense_ms": 1000.0, "kernel": DENSE}]
+    assert timed == [(4, frozenset({"up.weight", "down.weight"})), (4, frozenset()),
+                     (8, frozenset({"up.weight", "down.weight"})), (8, frozenset())]
+    up = next(layer for layer in details["layers"] if layer["layer"] == "up.weight")
+    assert up["kernel"] == DISPATCH and "whole-model check: the 2:4 graph lost at batch 8" in up["reason"]
+    assert [(b["batch"], b["kernel"]) for b in up["buckets"]] == [(1, DENSE), (2, DENSE), (4, SPARSE), (8, DENSE)]
+    for rows, sparse_calls in ((4, 2), (8, 0), (3, 2)):  # 3 rows replay the 4-row graph
+        StandInKernel.calls = 0
+        x = torch.randn(rows, 64)
+        assert relative_error(served.infer({"X": x})["Y"], model(x).detach()) <= 1e-2
+        assert StandInKernel.calls == sparse_calls, rows
+
+
+def test_layers_sparse_at_every_bucket_after_the_check_drop_their_dense_weight(tmp_path: Path) -> None:
+    def sparse_always(shape: LayerShape, kernel: str, rows: int) -> float:
+        return 1.0 if kernel == DENSE else 0.5
+
+    served, _ = runtime(tmp_path, StandInCapture(), lambda bucket, layers: 0.5 if layers else 1.0, sparse_always)
+    details = served.describe().details
+    assert [r["kernel"] for r in details["bucket_check"]] == [SPARSE] * 4
+    assert served._switches["up.weight"].weight is None  # the check kept both weights; release came after
+    assert served._switches["up.weight"].sparse is not None
