@@ -222,6 +222,7 @@ def part_e(b: Bench, hidden: int, blocks: int, sequence: int) -> None:
                     samples.append(time.perf_counter() - start)
                 times[label].append(statistics.median(samples) * 1e3)
             if sparse and graphs:
+                print(f"  whole-model check per bucket: {runtime.describe().details.get('bucket_check')}")
                 for layer in [x for x in runtime.describe().details.get("layers", []) if ".0." in x["layer"]]:
                     chosen = [f"{c['batch']}:{c['kernel'][0]}{c['speedup']:.2f}" for c in layer["buckets"]]
                     print(f"  {layer['layer']} ({layer['out_features']}x{layer['in_features']}) per bucket "

@@ -74,8 +74,9 @@ def _report(url: str) -> None:
               f"mode {details.get('mode')}, backend {details.get('backend')}); 2:4 weight bytes ratio "
               f"{details.get('sparse_weight_ratio')}; load {details.get('load_seconds')}; cuda graphs "
               f"{details.get('cuda_graphs')}")
-        first = {layer["layer"]: layer for layer in details.get("layers", [])[:2]}  # blocks repeat: show two
-        print(format_table(list(first.values())))
+        first = [layer for layer in details.get("layers", []) if ".0." in layer["layer"]]  # blocks repeat
+        print(format_table(first))
+        print(f"whole-model check per bucket: {details.get('bucket_check')}")
 
 
 def run(smoke: bool, hidden: int, blocks: int, seconds: float, keep_dense: bool, sequence: int = 0) -> None:
