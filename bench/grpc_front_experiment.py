@@ -107,7 +107,50 @@ async def front(socket_path: str, port: int) -> None:
         receiver.cancel()
 
 
-def launch(port: int, variant: str) -> None:
+def front_sync(socket_path: str, port: int, workers: int) -> None:
+    """The same forwarding from grpcio's sync server: a thread per RPC, each with its own blocking connection to
+    the backend (no multiplexing needed; the blocking calls release the GIL)."""
+    import socket
+    import threading
+    from concurrent import futures
+
+    import grpc
+
+    local = threading.local()
+
+    def connection() -> socket.socket:
+        sock = getattr(local, "sock", None)
+        if sock is None:
+            sock = local.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(socket_path)
+        return sock
+
+    def receive(sock: socket.socket, size: int) -> bytes:
+        buffer = bytearray(size)
+        view, got = memoryview(buffer), 0
+        while got < size:
+            count = sock.recv_into(view[got:])
+            if not count:
+                raise ConnectionError("backend closed the connection")
+            got += count
+        return bytes(buffer)
+
+    def model_infer(request: bytes, context: Any) -> bytes:
+        sock = connection()
+        sock.sendall(FRAME.pack(len(request), 0) + request)
+        length, _ = FRAME.unpack(receive(sock, FRAME.size))
+        return receive(sock, length)
+
+    handler = grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService", {"ModelInfer": grpc.unary_unary_rpc_method_handler(model_infer)})
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    server.wait_for_termination()
+
+
+def launch(port: int, variant: str, front_kind: str) -> None:
     """Start both roles as children of this process and wait; SIGTERM stops both."""
     socket_path = os.path.join(tempfile.mkdtemp(prefix="twofour-front-exp-"), "dataplane.sock")
     me = [sys.executable, __file__, "--socket", socket_path]
@@ -116,7 +159,7 @@ def launch(port: int, variant: str) -> None:
         if children[0].poll() is not None:
             raise SystemExit("backend exited before it was ready")
         time.sleep(0.2)
-    children.append(subprocess.Popen([*me, "--role", "front", "--grpc-port", str(port)]))
+    children.append(subprocess.Popen([*me, "--role", "front", "--front", front_kind, "--grpc-port", str(port)]))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"pid {os.getpid()} grpc 127.0.0.1:{port}", flush=True)
     try:
@@ -136,13 +179,17 @@ def main() -> None:
     parser.add_argument("--grpc-port", type=int, default=19600)
     parser.add_argument("--variant", default="batched", help="a bench/serve_bench.py VARIANTS key")
     parser.add_argument("--socket", default="")
+    parser.add_argument("--front", choices=["aio", "sync"], default="aio", help="the front's gRPC server")
+    parser.add_argument("--workers", type=int, default=64, help="sync front: thread pool size")
     args = parser.parse_args()
     if args.role == "backend":
         asyncio.run(backend(args.socket, args.variant))
+    elif args.role == "front" and args.front == "sync":
+        front_sync(args.socket, args.grpc_port, args.workers)
     elif args.role == "front":
         asyncio.run(front(args.socket, args.grpc_port))
     else:
-        launch(args.grpc_port, args.variant)
+        launch(args.grpc_port, args.variant, args.front)
 
 
 if __name__ == "__main__":

@@ -108,12 +108,16 @@ async def serve(app: App, stop: asyncio.Event) -> int:
     if "metrics" in listeners:
         metrics_server = start_metrics_listener(app.metrics, settings.host, listeners["metrics"])
         app.ports["metrics"] = metrics_server.port
-    if "grpc" in listeners:
-        grpc_server, app.ports["grpc"] = create_grpc_server(app.dataplane, app.control, settings)
-        with contextlib.suppress(ImportError):
-            from server.transport.sparsity_service import add_sparsity_service
+    frontend = None
+    if "grpc" in listeners and settings.grpc_frontend == "process":
+        from server.transport.grpc_front_process import GrpcFrontend
 
-            add_sparsity_service(grpc_server, app.dataplane)
+        frontend = GrpcFrontend(app.dataplane, app.control, settings, on_failure=stop.set)
+        _add_sparsity_service(frontend.relay_server, app)
+        app.ports["grpc"] = await frontend.start()
+    elif "grpc" in listeners:
+        grpc_server, app.ports["grpc"] = create_grpc_server(app.dataplane, app.control, settings)
+        _add_sparsity_service(grpc_server, app)
         await grpc_server.start()
     if "http" in listeners:
         sock = _bind(settings.host, listeners["http"])
@@ -133,6 +137,8 @@ async def serve(app: App, stop: asyncio.Event) -> int:
     drained = await app.dataplane.drain(settings.exit_timeout_secs)
     if not drained:
         log.warning("exit timeout reached with requests still in flight")
+    if frontend is not None:
+        await frontend.stop(grace=1.0)
     if grpc_server is not None:
         await grpc_server.stop(grace=1.0)
     if http_server is not None and http_task is not None:
@@ -141,8 +147,18 @@ async def serve(app: App, stop: asyncio.Event) -> int:
     if metrics_server is not None:
         metrics_server.close()
     await app.registry.close()
+    if frontend is not None and frontend.failed:
+        log.error("twofour stopped: the gRPC front process kept failing")
+        return 1
     log.info("twofour stopped")
     return 0
+
+
+def _add_sparsity_service(server: Any, app: App) -> None:
+    with contextlib.suppress(ImportError):
+        from server.transport.sparsity_service import add_sparsity_service
+
+        add_sparsity_service(server, app.dataplane)
 
 
 def _http_protocol(settings: Settings) -> Any:

@@ -45,13 +45,18 @@ def unary(handler: Handler[Reply]) -> Handler[Reply]:
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # CancelledError is a BaseException: it reaches grpc and the dataplane as is
-            if not isinstance(exc, ServingError):  # ours were logged where they arose
-                log.exception("gRPC %s failed", handler.__name__)
-            error = as_serving_error(exc)
+            error = status_of(exc, handler.__name__)
             await context.abort(error.status.grpc, error.message)
             raise  # unreachable: abort raises
 
     return wrapper
+
+
+def status_of(exc: Exception, method: str) -> ServingError:
+    """What a failed RPC answers (call inside the `except`): ours as they are, anything else INTERNAL, logged."""
+    if not isinstance(exc, ServingError):  # ours were logged where they arose
+        log.exception("gRPC %s failed", method)
+    return as_serving_error(exc)
 
 
 def bearer_token(context: grpc.aio.ServicerContext) -> str | None:
@@ -185,16 +190,17 @@ def bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def create_grpc_server(dataplane: DataPlane, control: RepositoryControl,
-                       settings: Settings) -> tuple[grpc.aio.Server, int]:
+def create_grpc_server(dataplane: DataPlane, control: RepositoryControl, settings: Settings,
+                       address: str | None = None) -> tuple[grpc.aio.Server, int]:
     """The gRPC server with both services registered and its port bound (not started); returns the bound port.
 
     Port 0 binds an ephemeral port (tests); whether gRPC runs at all is the app's choice (Settings.grpc_port).
+    `address` overrides the public host:port, e.g. the private `unix:` socket behind the gRPC front process.
     """
     server = grpc.aio.server(options=server_options(settings), interceptors=[DecodeGuard()])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane, control), server)
     add_health_service(server, dataplane)
-    address = bind_address(settings.host, settings.grpc_port)
+    address = address or bind_address(settings.host, settings.grpc_port)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:

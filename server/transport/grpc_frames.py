@@ -1,0 +1,46 @@
+"""The framing between the gRPC front process and the server process (`--grpc-frontend process`).
+
+One Unix-socket connection carries many ModelInfer calls at once, each under its own id: the front sends `CALL`
+(the request's raw protobuf bytes, never parsed there) and `CANCEL` (the client went away or its deadline
+passed); the server answers each call once with `REPLY`, whose status is a gRPC status code (0 = OK, the payload
+is the response's bytes; otherwise the payload is the UTF-8 error message from the one error table).
+
+Frame: `<u32 payload length><u32 call id><u8 kind><u8 status>` then the payload. The socket lives in a private
+0700 directory of the server's, so only the server's own front process can reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from dataclasses import dataclass
+
+HEADER = struct.Struct("<IIBB")
+CALL, CANCEL, REPLY = 1, 2, 3
+OK = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    kind: int
+    call_id: int
+    status: int
+    payload: bytes
+
+
+def pack(kind: int, call_id: int, payload: bytes = b"", status: int = OK) -> bytes:
+    return HEADER.pack(len(payload), call_id, kind, status) + payload
+
+
+async def read_frame(reader: asyncio.StreamReader, limit: int) -> Frame | None:
+    """The next frame, or None at a clean end of stream. A frame over `limit` bytes is a broken peer."""
+    try:
+        length, call_id, kind, status = HEADER.unpack(await reader.readexactly(HEADER.size))
+        if length > limit:
+            raise ConnectionError(f"frame of {length} bytes exceeds the {limit}-byte limit")
+        payload = await reader.readexactly(length) if length else b""
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise ConnectionError("connection closed in the middle of a frame") from None
+        return None
+    return Frame(kind, call_id, status, payload)
