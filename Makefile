@@ -22,6 +22,13 @@ lint: setup
 	$(PY) -m mypy
 
 ## lint, the whole test suite, then the deployment manifests' offline validation
+# The gRPC integration modules once more with `--grpc-frontend inline` (the default is process), so both modes of
+# the gRPC transport pass the same protocol, error, lifecycle, batching and shutdown-under-load tests.
+GRPC_MODULES = tests/integration/test_grpc_protocol.py tests/integration/test_grpc_errors.py \
+	tests/integration/test_lifecycle.py tests/integration/test_batching_server.py \
+	tests/hardening/test_shutdown_under_load.py
+
 test: setup lint
 	$(PY) -m pytest -q
+	TWOFOUR_GRPC_FRONTEND=inline $(PY) -m pytest -q -p no:cacheprovider $(GRPC_MODULES)
 	@if [ -f deploy/validate.sh ]; then bash deploy/validate.sh; fi

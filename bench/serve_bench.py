@@ -81,9 +81,10 @@ def reference() -> tuple[np.ndarray, np.ndarray]:
         return x, build_model()(torch.from_numpy(x)).numpy()
 
 
-def run_variant(name: str, levels: list[int], warmup: float, duration: float, protocols: list[str]) -> list[Result]:
+def run_variant(name: str, levels: list[int], warmup: float, duration: float, protocols: list[str],
+                flags: tuple[str, ...] = ()) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix=f"twofour-bench-{name}-") as tmp:
-        server = ServerProcess(build_repository(Path(tmp), VARIANTS[name]), timeout=120)
+        server = ServerProcess(build_repository(Path(tmp), VARIANTS[name]), *flags, timeout=120)
         try:
             urls = {"grpc": server.grpc_url, "http": server.http_url}
             results = asyncio.run(sweep(name, {p: urls[p] for p in protocols}, "mlp", levels, warmup, duration,
@@ -105,13 +106,16 @@ def main() -> None:
     parser.add_argument("--variants", default="direct,batched")
     parser.add_argument("--protocols", default="grpc,http")
     parser.add_argument("--keep-running", choices=sorted(VARIANTS), help="serve one variant until interrupted")
+    parser.add_argument("--grpc-frontend", choices=["inline", "process"], default=None,
+                        help="the server's --grpc-frontend (default: the server's default)")
     args = parser.parse_args()
+    flags = ("--grpc-frontend", args.grpc_frontend) if args.grpc_frontend else ()
     if args.keep_running:
         # `kill <pid>` must stop the server too: without this, SIGTERM ends this process before the `finally`
         # below and leaves the server running, stealing CPU from every later measurement on the machine.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         with tempfile.TemporaryDirectory() as tmp:
-            server = ServerProcess(build_repository(Path(tmp), VARIANTS[args.keep_running]), timeout=120)
+            server = ServerProcess(build_repository(Path(tmp), VARIANTS[args.keep_running]), *flags, timeout=120)
             print(f"pid {server.process.pid} grpc {server.grpc_url} http {server.http_url}", flush=True)
             try:
                 while server.alive():
@@ -123,7 +127,7 @@ def main() -> None:
         return
     levels = [int(c) for c in args.concurrency.split(",")]
     print(HEADER, flush=True)
-    results = {v: run_variant(v, levels, args.warmup, args.duration, args.protocols.split(","))
+    results = {v: run_variant(v, levels, args.warmup, args.duration, args.protocols.split(","), flags)
                for v in args.variants.split(",")}
     if {"direct", "batched"} <= results.keys():
         print("\nbatched / direct (throughput ratio, p50 difference):")

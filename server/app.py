@@ -110,9 +110,11 @@ async def serve(app: App, stop: asyncio.Event) -> int:
         app.ports["metrics"] = metrics_server.port
     frontend = None
     if "grpc" in listeners and settings.grpc_frontend == "process":
+        from server.transport.grpc_front_metrics import FrontCollector
         from server.transport.grpc_front_process import GrpcFrontend
 
         frontend = GrpcFrontend(app.dataplane, app.control, settings, on_failure=stop.set)
+        app.metrics.registry.register(FrontCollector(lambda: frontend.pid, lambda: frontend.restarts))
         _add_sparsity_service(frontend.relay_server, app)
         app.ports["grpc"] = await frontend.start()
     elif "grpc" in listeners:

@@ -61,6 +61,9 @@ class FastClient:
         self.lost = asyncio.Event()
 
     async def _connect(self) -> asyncio.StreamWriter:
+        writer = self._writer
+        if writer is not None and not writer.is_closing():
+            return writer  # the hot path: no lock once connected
         async with self._lock:
             if self._writer is None or self._writer.is_closing():
                 reader, self._writer = await asyncio.open_unix_connection(self._path)

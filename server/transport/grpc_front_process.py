@@ -54,6 +54,7 @@ class GrpcFrontend:
         self._process: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._deaths: list[float] = []
+        self.restarts = 0
         self._stopping = False
         self.port = 0
         self.failed = False
@@ -76,7 +77,10 @@ class GrpcFrontend:
                    "--fast-socket", str(self._fast_socket), "--relay-socket", str(self._relay_socket),
                    "--max-message-bytes", str(self._settings.max_request_bytes + MESSAGE_HEADROOM),
                    "--max-concurrent-streams", str(self._settings.grpc_max_concurrent_streams)]
-        process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+        # a session of its own: Ctrl-C or a signal to the server's process group reaches the server alone, which
+        # then stops the front after its drain, in order (the front also exits by itself if the server dies)
+        process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
+                                                       start_new_session=True)
         assert process.stdout is not None
         try:
             line = await asyncio.wait_for(process.stdout.readline(), START_TIMEOUT_S)
@@ -109,6 +113,7 @@ class GrpcFrontend:
                 return
             try:
                 await self._spawn(self.port)
+                self.restarts += 1
             except OSError as exc:
                 log.error("restarting the gRPC front process failed: %s", exc)
                 self.failed = True

@@ -1,0 +1,136 @@
+"""`--grpc-frontend process` (the default) on a real server: the front process owns the port, relays every method
+with its metadata, is restarted when it dies, dies with the server, and a taken port fails the start. (The gRPC
+suite runs in both modes: `make test` runs the gRPC modules once more with `--grpc-frontend inline`.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+import tritonclient.grpc as grpcclient
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support.server import ServerProcess, free_port
+
+TOKEN = "front-secret"
+
+
+def fronts(server_pid: int) -> list[int]:
+    """Live children of the server that run the gRPC front module."""
+    try:
+        children = open(f"/proc/{server_pid}/task/{server_pid}/children").read().split()
+    except OSError:
+        return []
+    found = []
+    for child in children:
+        try:
+            if b"server.transport.grpc_front" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+        except OSError:
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def infer(url: str, module: torch.nn.Module) -> None:
+    client = grpcclient.InferenceServerClient(url)
+    x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
+    request = grpcclient.InferInput("INPUT0", [3, 16], "FP32")
+    request.set_data_from_numpy(x)
+    out = client.infer("mlp", [request]).as_numpy("OUTPUT0")
+    np.testing.assert_allclose(out, module(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture()
+def front_server(model_repository: tuple[Path, dict[str, torch.nn.Module]]) -> Iterator[ServerProcess]:
+    process = ServerProcess(model_repository[0], "--grpc-frontend", "process", "--repository-token", TOKEN)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def test_the_front_process_owns_the_port_and_relays_every_method(
+        front_server: ServerProcess, modules: dict[str, torch.nn.Module]) -> None:
+    assert len(fronts(front_server.process.pid)) == 1
+    infer(front_server.grpc_url, modules["mlp"])  # the fast path
+    series = scrape(front_server)
+    assert series["twofour_grpc_frontend_cpu_seconds_total"] > 0
+    assert series["twofour_grpc_frontend_resident_memory_bytes"] > 10e6
+    assert series["twofour_grpc_frontend_restarts_total"] == 0
+    client = grpcclient.InferenceServerClient(front_server.grpc_url)
+    with pytest.raises(Exception, match="UNAUTHENTICATED"):  # relayed, and the missing token is noticed
+        client.get_model_repository_index()
+    index = client.get_model_repository_index(headers={"authorization": f"Bearer {TOKEN}"})
+    assert {m.name for m in index.models} >= {"mlp", "mlp_batched"}
+    with grpc.insecure_channel(front_server.grpc_url) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+        watch = health.Watch(health_pb2.HealthCheckRequest())  # server streaming, relayed
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
+        with pytest.raises(grpc.RpcError) as unknown:
+            channel.unary_unary("/inference.GRPCInferenceService/NoSuchMethod")(b"")
+        assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with pytest.raises(grpc.RpcError) as garbage:
+            channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")(b"\xff\xff\xff")
+        assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid protobuf message" in str(garbage.value.details())
+
+
+def test_a_killed_front_is_restarted_on_the_same_port(
+        front_server: ServerProcess, modules: dict[str, torch.nn.Module]) -> None:
+    [first] = fronts(front_server.process.pid)
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while front_server.output().count("serving port") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the replacement says so once it has bound the port
+    assert fronts(front_server.process.pid) not in ([], [first]), front_server.output()
+    infer(front_server.grpc_url, modules["mlp"])
+    assert front_server.alive()
+    assert "exited with code -9" in front_server.output()
+    assert scrape(front_server)["twofour_grpc_frontend_restarts_total"] == 1.0
+
+
+def scrape(server: ServerProcess) -> dict[str, float]:
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return {line.split(" ")[0]: float(line.split(" ")[1]) for line in lines if line.startswith("twofour_grpc_front")}
+
+
+def test_a_killed_server_takes_its_front_with_it(model_repository: tuple[Path, dict[str, torch.nn.Module]]) -> None:
+    server = ServerProcess(model_repository[0], "--grpc-frontend", "process")
+    [front] = fronts(server.process.pid)
+    server.process.kill()
+    server.process.wait()
+    deadline = time.monotonic() + 15
+    while alive(front) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(front), "an orphaned front would keep the gRPC port"
+    server.stop()
+
+
+def test_a_taken_grpc_port_fails_the_start(model_repository: tuple[Path, dict[str, torch.nn.Module]]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match="cannot bind gRPC") as failed:
+            ServerProcess(model_repository[0], "--grpc-frontend", "process", "--grpc-port", str(port))
+        assert "server exited with 1" in str(failed.value)
