@@ -193,10 +193,11 @@ def part_e(b: Bench, hidden: int, blocks: int, sequence: int) -> None:
         hidden, blocks, sequence = 64, 2, 8
     batches = [1, 8, 32, 64, 128, 256]
     print(f"\n(e) runtime only (no server), {sequence} tokens -> {blocks} x ({hidden} -> {4 * hidden} -> {hidden}), "
-          f"median ms per batch of 9 calls (mode dispatch)")
+          f"median ms of 15 calls per batch size, the variants taking turns (mode dispatch)")
     model = TokenEncoder(hidden, blocks, vocab=1000)
     variants = (("dense graph", False, True), ("2:4 graph", True, True), ("2:4 eager", True, False))
-    times: dict[str, list[float]] = {}
+    times: dict[str, list[float]] = {label: [] for label, _, _ in variants}
+    runtimes: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="twofour-bench-e-") as tmp:
         for label, sparse, graphs in variants:
             name = label.replace(" ", "_").replace(":", "")
@@ -206,27 +207,32 @@ def part_e(b: Bench, hidden: int, blocks: int, sequence: int) -> None:
             if not graphs:
                 config.parameters["cuda_graphs"].string_value = "false"
             if b.smoke:  # the pipeline on CPU in fp32 (every layer dense), no graphs: plumbing only
-                runtime = gpu.GpuRuntime(Path(tmp) / name / "1", config, device=b.device, dtype=torch.float32,
-                                         keep_dense=True, backend="cutlass", sparse_factory=functools.partial(
-                                             StandIn, backend="stand-in"), timer=lambda *_: 1.0)
+                runtimes[label] = gpu.GpuRuntime(Path(tmp) / name / "1", config, device=b.device,
+                                                 dtype=torch.float32, keep_dense=True, backend="cutlass",
+                                                 sparse_factory=functools.partial(StandIn, backend="stand-in"),
+                                                 timer=lambda *_: 1.0)
             else:
-                runtime = gpu.create(Path(tmp) / name / "1", config, "cuda", keep_dense=True)
-            times[label] = []
-            for batch in batches:
-                tokens = {"TOKENS": torch.randint(0, 1000, (batch, sequence))}
-                runtime.infer(tokens)
-                samples = []
-                for _ in range(9):
-                    start = time.perf_counter()
-                    runtime.infer(tokens)
-                    samples.append(time.perf_counter() - start)
-                times[label].append(statistics.median(samples) * 1e3)
+                runtimes[label] = gpu.create(Path(tmp) / name / "1", config, "cuda", keep_dense=True)
             if sparse and graphs:
-                print(f"  whole-model check per bucket: {runtime.describe().details.get('bucket_check')}")
-                for layer in [x for x in runtime.describe().details.get("layers", []) if ".0." in x["layer"]]:
+                details = runtimes[label].describe().details
+                print(f"  whole-model check per bucket: {details.get('bucket_check')}")
+                for layer in [x for x in details.get("layers", []) if ".0." in x["layer"]]:
                     chosen = [f"{c['batch']}:{c['kernel'][0]}{c['speedup']:.2f}" for c in layer["buckets"]]
                     print(f"  {layer['layer']} ({layer['out_features']}x{layer['in_features']}) per bucket "
                           f"batch:kernel+measured speedup: {' '.join(chosen)}")
+        for batch in batches:  # the variants take turns call by call, so drift hits them alike
+            tokens = {"TOKENS": torch.randint(0, 1000, (batch, sequence))}
+            samples: dict[str, list[float]] = {label: [] for label in runtimes}
+            for runtime in runtimes.values():
+                runtime.infer(tokens)
+            for _ in range(15):
+                for label, runtime in runtimes.items():
+                    start = time.perf_counter()
+                    runtime.infer(tokens)
+                    samples[label].append(time.perf_counter() - start)
+            for label in runtimes:
+                times[label].append(statistics.median(samples[label]) * 1e3)
+        for runtime in runtimes.values():
             runtime.close()
     print(f"{'batch':>6}" + "".join(f" {label + ' ms':>15}" for label, _, _ in variants) + f" {'2:4/dense graph':>16}")
     for i, batch in enumerate(batches):
