@@ -35,7 +35,8 @@ from server.runtime.gpu_decision import (
     format_table,
 )
 from server.runtime.gpu_graphs import Capture, GraphBuckets
-from server.runtime.gpu_layers import SparseFactory, install_switches, tensor_bytes
+from server.runtime.gpu_layers import SparseFactory, install_switches
+from server.runtime.gpu_report import describe_gpu_model
 from server.runtime.gpu_rules import batch_sizes, cuda_graphs_problem, kernel_shape_problem, sequence_length
 from server.types import CONFIG_TO_WIRE, DATATYPES
 
@@ -89,7 +90,9 @@ class GpuRuntime:
         for switch in self._switches.values():
             switch.release_unused(keep_dense)
         layers = [d.as_dict() for d in decisions]
-        self._description = self._describe(weights, layers, backend, keep_dense, margin)
+        self._description = describe_gpu_model(module, self._switches, weights, self._device, self._dtype, {
+            "backend": backend, "mode": "dispatch" if keep_dense else "memory", "margin": margin,
+            "batch_sizes": self._batches, "layers": layers})
         self._description.details.update(cuda_graphs=graphs, bucket_check=checked)
         self._description.details["load_seconds"] = {
             "probe": round(probed - started, 3), "measure": round(measured - probed, 3),
@@ -189,39 +192,6 @@ class GpuRuntime:
         switch.choose([b.rows for b in decision.buckets], sparse_rows, keep_dense, release)
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
-
-    def _describe(self, weights: Any, layers: list[dict[str, Any]], backend: str, keep_dense: bool,
-                  margin: float) -> RuntimeDescription:
-        assert self._module is not None
-        dense = sum(tensor_bytes(t) for t in self._module.state_dict().values())
-        sparse = 0
-        pruned_dense_equivalent = 0
-        for switch in self._switches.values():
-            for tensor in (switch.weight, switch.bias):
-                dense += tensor_bytes(tensor) if tensor is not None else 0
-            kernel_weight = getattr(switch.sparse, "weight", None)
-            if isinstance(kernel_weight, torch.Tensor):
-                sparse += tensor_bytes(kernel_weight)
-                pruned_dense_equivalent += switch.out_features * switch.in_features * self._dtype.itemsize
-        size = self._dtype.itemsize
-        equivalent = sum(t.numel() * (size if t.is_floating_point() else t.element_size())
-                         for t in weights.tensors.values())
-        name = str(self._dtype).removeprefix("torch.")
-        details: dict[str, Any] = {
-            "compute_dtype": name, "backend": backend, "mode": "dispatch" if keep_dense else "memory",
-            "margin": margin, "batch_sizes": self._batches, "layers": layers, "stored_bytes": weights.stored_bytes,
-            "sparse_weight_bytes": sparse, "sparse_weight_dense_equivalent_bytes": pruned_dense_equivalent,
-            "sparse_weight_ratio": round(sparse / pruned_dense_equivalent, 4) if pruned_dense_equivalent else None,
-        }
-        if self._device.type == "cuda":
-            index = self._device.index or 0
-            details.update(gpu=torch.cuda.get_device_name(index), gpu_index=index,
-                           gpu_memory_allocated_bytes=torch.cuda.memory_allocated(index),
-                           gpu_memory_reserved_bytes=torch.cuda.memory_reserved(index))
-        return RuntimeDescription(
-            device=str(self._device), dtype=name, sparse_layers=sorted(weights.sparse),
-            dense_layers=sorted(n for n in weights.tensors if n not in weights.sparse and n.endswith("weight")),
-            bytes_by_kind={"dense": dense, "sparse_2_4": sparse}, dense_equivalent_bytes=equivalent, details=details)
 
     # -- serving ---------------------------------------------------------------------------------------
     def infer(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
