@@ -69,9 +69,20 @@ class FastPath:
             reply = pack(REPLY, frame.call_id, bad.message().encode(), code_number(grpc.StatusCode.INVALID_ARGUMENT))
         else:
             try:
-                reply = pack(REPLY, frame.call_id, (await self._servicer.infer(request)).SerializeToString())
+                body = (await self._servicer.infer(request)).SerializeToString()
             except Exception as exc:  # CancelledError (a CANCEL frame) is a BaseException: no answer is owed
                 error = status_of(exc, "ModelInfer")
                 reply = pack(REPLY, frame.call_id, error.message.encode(), code_number(error.status.grpc))
+            else:
+                reply = self._within_limit(frame.call_id, body)
         if not writer.is_closing():
             writer.write(reply)
+
+    def _within_limit(self, call_id: int, body: bytes) -> bytes:
+        """A response over the message limit fails that call alone with RESOURCE_EXHAUSTED, as grpc does inline;
+        sent as is, it would break the connection and every other call on it."""
+        if len(body) <= self._limit:
+            return pack(REPLY, call_id, body)
+        message = (f"response of {len(body)} bytes exceeds the {self._limit}-byte gRPC message limit "
+                   "(--max-request-bytes plus 64 KiB)")
+        return pack(REPLY, call_id, message.encode(), code_number(grpc.StatusCode.RESOURCE_EXHAUSTED))

@@ -58,7 +58,6 @@ class FastClient:
         self._waiting: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
-        self.lost = asyncio.Event()
 
     async def _connect(self) -> asyncio.StreamWriter:
         writer = self._writer
@@ -84,7 +83,6 @@ class FastClient:
                 if not future.done():
                     future.set_result((int(grpc.StatusCode.UNAVAILABLE.value[0]), b"the server process is gone"))
             self._waiting.clear()
-            self.lost.set()
 
     async def call(self, payload: bytes, context: grpc.aio.ServicerContext) -> bytes:
         try:
