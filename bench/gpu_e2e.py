@@ -4,7 +4,8 @@ Builds and converts the model here (no downloads): `blocks` residual MLP blocks 
 every linear pruned 2:4. The repository holds the same pruned weights twice: `enc_dense` (stored dense, so the
 runtime serves plain fp16 GEMMs) and `enc_24` (stored 2:4, so the runtime measures and picks per layer). One
 `twofour serve --device cuda` serves both; one tritonclient gRPC client sends one request at a time of `batch`
-rows, so the time is the served latency of that batch size and throughput = batch / median latency.
+rows, so the time is the served latency of that batch size and throughput = batch / median latency. The two
+models take turns request by request.
 """
 
 from __future__ import annotations
@@ -44,17 +45,21 @@ def _request(x: np.ndarray) -> object:
     return request
 
 
-def _median_latency(client: object, model: str, x: np.ndarray, seconds: float) -> float:
+def _median_latencies(client: object, models: tuple[str, ...], x: np.ndarray, seconds: float) -> list[float]:
+    """Median served latency per model, the models taking turns request by request for `seconds` in all, so that
+    the machine's drift hits them alike (timing one model after the other invented a 10% gap on the H200)."""
     request = _request(x)
-    for _ in range(3):
-        client.infer(model, [request])  # type: ignore[attr-defined]
-    samples: list[float] = []
+    for model in models:
+        for _ in range(3):
+            client.infer(model, [request])  # type: ignore[attr-defined]
+    samples: list[list[float]] = [[] for _ in models]
     deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline or len(samples) < 5:
-        start = time.perf_counter()
-        client.infer(model, [request])  # type: ignore[attr-defined]
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    while time.perf_counter() < deadline or len(samples[0]) < 5:
+        for i, model in enumerate(models):
+            start = time.perf_counter()
+            client.infer(model, [request])  # type: ignore[attr-defined]
+            samples[i].append(time.perf_counter() - start)
+    return [statistics.median(s) for s in samples]
 
 
 def _report(url: str) -> None:
@@ -125,8 +130,7 @@ def run(smoke: bool, hidden: int, blocks: int, seconds: float, keep_dense: bool,
             print(f"{'batch':>6} {'dense ms':>9} {'2:4 ms':>9} {'dense rows/s':>13} {'2:4 rows/s':>11} {'speedup':>8}")
             for batch in BATCHES:
                 x = sample(batch)
-                dense = _median_latency(client, "enc_dense", x, seconds)
-                sparse = _median_latency(client, "enc_24", x, seconds)
+                dense, sparse = _median_latencies(client, ("enc_dense", "enc_24"), x, 2 * seconds)
                 print(f"{batch:>6} {dense * 1e3:>9.2f} {sparse * 1e3:>9.2f} {batch / dense:>13.0f} "
                       f"{batch / sparse:>11.0f} {dense / sparse:>7.2f}x")
             print("targets: never slower than dense at any batch; >= 1.15x at batch >= 64")
