@@ -58,6 +58,7 @@ class FastClient:
         self._waiting: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
+        self._receiver: asyncio.Task[None] | None = None  # held: the loop keeps only weak references to tasks
 
     async def _connect(self) -> asyncio.StreamWriter:
         writer = self._writer
@@ -66,7 +67,7 @@ class FastClient:
         async with self._lock:
             if self._writer is None or self._writer.is_closing():
                 reader, self._writer = await asyncio.open_unix_connection(self._path)
-                asyncio.get_running_loop().create_task(self._receive(reader))
+                self._receiver = asyncio.get_running_loop().create_task(self._receive(reader))
             return self._writer
 
     async def _receive(self, reader: asyncio.StreamReader) -> None:
