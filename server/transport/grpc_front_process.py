@@ -67,7 +67,11 @@ class GrpcFrontend:
     async def start(self) -> int:
         await self._relay.start()
         self._fast_server = await self._fast.start(str(self._fast_socket))
-        self.port = await self._spawn(self._settings.grpc_port)
+        try:
+            self.port = await self._spawn(self._settings.grpc_port)
+        except OSError:
+            await self.stop(grace=0)  # no sockets or directory left behind by a failed start
+            raise
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
         return self.port
 

@@ -126,11 +126,14 @@ def test_a_killed_server_takes_its_front_with_it(model_repository: tuple[Path, d
     server.stop()
 
 
-def test_a_taken_grpc_port_fails_the_start(model_repository: tuple[Path, dict[str, torch.nn.Module]]) -> None:
+def test_a_taken_grpc_port_fails_the_start(model_repository: tuple[Path, dict[str, torch.nn.Module]],
+                                           tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", free_port()))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(RuntimeError, match="cannot bind gRPC") as failed:
-            ServerProcess(model_repository[0], "--grpc-frontend", "process", "--grpc-port", str(port))
+            ServerProcess(model_repository[0], "--grpc-frontend", "process", "--grpc-port", str(port),
+                          env={"TMPDIR": str(tmp_path)})
         assert "server exited with 1" in str(failed.value)
+    assert not list(tmp_path.glob("twofour-grpc-*")), "a failed start must not leave its socket directory"
