@@ -16,19 +16,16 @@ from tritonclient.grpc import model_config_pb2 as mc
 from server import __version__
 from server.batching.work import WorkItem
 from server.errors import ErrorKind, ServingError, as_serving_error, invalid, too_large, unavailable
+from server.input_spec import ModelSpec, SpecCache, wire_datatype
 from server.metrics import Metrics, VersionStats
 from server.registry import Registry
 from server.settings import Settings
-from server.types import CONFIG_TO_WIRE, InferRequest, InferResponse, InferTensor, to_numpy, to_torch
+from server.types import InferRequest, InferResponse, InferTensor, to_numpy, to_torch
 
 log = logging.getLogger("twofour.dataplane")
 
 EXTENSIONS = ["model_repository", "model_repository(unload_dependents)", "schedule_policy",
               "model_configuration", "statistics", "binary_tensor_data", "parameters"]
-
-
-def wire_datatype(data_type: int) -> str:
-    return CONFIG_TO_WIRE[mc.DataType.Name(data_type)]
 
 
 class DataPlane:
@@ -38,6 +35,7 @@ class DataPlane:
         self.metrics = metrics
         self.shutting_down = False
         self.starting = True  # until the initial model loads finish
+        self._specs = SpecCache()
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -138,8 +136,9 @@ class DataPlane:
         self._in_flight += 1
         self._idle.clear()
         try:
-            inputs, rows = self._validate_inputs(request, config)
-            wanted = self._requested_outputs(request, config)
+            spec = self._specs.get(config)
+            inputs, rows = self._validate_inputs(request, spec)
+            wanted = self._requested_outputs(request, spec)
             item = WorkItem(inputs=inputs, rows=rows, arrival_ns=arrival,
                             future=asyncio.get_running_loop().create_future(),
                             priority=_int_param(request.parameters, "priority"),
@@ -166,54 +165,50 @@ class DataPlane:
             if not self._in_flight:
                 self._idle.set()
 
-    def _validate_inputs(self, request: InferRequest, config: mc.ModelConfig) -> tuple[dict[str, Any], int]:
-        spec = {t.name: t for t in config.input}
-        batched = config.max_batch_size > 0
+    def _validate_inputs(self, request: InferRequest, spec: ModelSpec) -> tuple[dict[str, Any], int]:
         seen: dict[str, Any] = {}
         rows = 1
         total = 0
         for tensor in request.inputs:
-            expected = spec.get(tensor.name)
+            expected = spec.inputs.get(tensor.name)
             if expected is None:
-                raise invalid(f"unexpected input {tensor.name!r} for model {config.name!r}; "
-                              f"expected {sorted(spec)}")
+                raise invalid(f"unexpected input {tensor.name!r} for model {spec.name!r}; "
+                              f"expected {sorted(spec.inputs)}")
             if tensor.name in seen:
                 raise invalid(f"input {tensor.name!r} appears more than once")
-            datatype = wire_datatype(expected.data_type)
-            if tensor.datatype != datatype:
+            if tensor.datatype != expected.datatype:
                 raise invalid(f"input {tensor.name!r}: datatype {tensor.datatype} "
-                              f"does not match the model's {datatype}")
-            dims = list(expected.dims)
+                              f"does not match the model's {expected.datatype}")
             shape = list(tensor.shape)
-            want = ([-1] + dims) if batched else dims
+            want = expected.want
             if len(shape) != len(want) or any(w != -1 and w != s for w, s in zip(want, shape, strict=True)) or \
                     any(s < 0 for s in shape):
-                raise invalid(f"input {tensor.name!r}: shape {shape} does not match the model's {want}")
-            if batched:
-                if not 1 <= shape[0] <= config.max_batch_size:
-                    raise invalid(f"input {tensor.name!r}: batch size {shape[0]} is outside 1..{config.max_batch_size}")
+                raise invalid(f"input {tensor.name!r}: shape {shape} does not match the model's {list(want)}")
+            if spec.batched:
+                if not 1 <= shape[0] <= spec.max_batch_size:
+                    raise invalid(f"input {tensor.name!r}: batch size {shape[0]} is outside 1..{spec.max_batch_size}")
                 if seen and shape[0] != rows:
                     raise invalid(f"input {tensor.name!r}: batch size {shape[0]} differs from other inputs' {rows}")
                 rows = shape[0]
             total += tensor.data.size
             if total > self.settings.max_request_elements:
                 raise too_large(f"request holds more than {self.settings.max_request_elements} tensor elements")
-            seen[tensor.name] = to_torch(tensor.data.reshape(shape), datatype)
-        missing = [n for n, t in spec.items() if n not in seen and not t.optional]
+            seen[tensor.name] = to_torch(tensor.data.reshape(shape), expected.datatype)
+        missing = [n for n in spec.required if n not in seen]
         if missing:
-            raise invalid(f"model {config.name!r} requires inputs {missing} that the request did not send")
+            raise invalid(f"model {spec.name!r} requires inputs {missing} that the request did not send")
         return seen, rows
 
     @staticmethod
-    def _requested_outputs(request: InferRequest, config: mc.ModelConfig) -> list[Any]:
+    def _requested_outputs(request: InferRequest, spec: ModelSpec) -> list[Any]:
         from server.types import RequestedOutput
 
-        names = [t.name for t in config.output]
         if not request.outputs:
-            return [RequestedOutput(n) for n in names]
+            return [RequestedOutput(n) for n in spec.outputs]
         for out in request.outputs:
-            if out.name not in names:
-                raise invalid(f"unknown output {out.name!r} requested from model {config.name!r}; it has {names}")
+            if out.name not in spec.outputs:
+                raise invalid(f"unknown output {out.name!r} requested from model {spec.name!r}; "
+                              f"it has {list(spec.outputs)}")
         return request.outputs
 
     # -- lifecycle ---------------------------------------------------------------------------------------

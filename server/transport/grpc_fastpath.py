@@ -18,7 +18,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from server.transport.grpc import InferenceServicer, status_of
 from server.transport.grpc_decode import Undecodable
-from server.transport.grpc_frames import CALL, CANCEL, REPLY, Frame, pack, read_frame
+from server.transport.grpc_frames import CALL, CANCEL, REPLY, CoalescingWriter, Frame, pack, read_frame
 
 log = logging.getLogger("twofour.grpc.fastpath")
 
@@ -46,10 +46,11 @@ class FastPath:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         calls: dict[int, asyncio.Task[None]] = {}
         loop = asyncio.get_running_loop()
+        replies = CoalescingWriter(writer)
         try:
             while (frame := await read_frame(reader, self._limit)) is not None:
                 if frame.kind == CALL:
-                    task = loop.create_task(self._answer(frame, writer))
+                    task = loop.create_task(self._answer(frame, replies))
                     calls[frame.call_id] = task
                     task.add_done_callback(functools.partial(_forget, calls, frame.call_id))
                 elif frame.kind == CANCEL and frame.call_id in calls:
@@ -61,7 +62,7 @@ class FastPath:
                 task.cancel()
             writer.close()
 
-    async def _answer(self, frame: Frame, writer: asyncio.StreamWriter) -> None:
+    async def _answer(self, frame: Frame, writer: CoalescingWriter) -> None:
         try:
             request = pb.ModelInferRequest.FromString(frame.payload)
         except Exception as exc:  # noqa: BLE001 - any decode failure is the sender's fault

@@ -44,3 +44,34 @@ async def read_frame(reader: asyncio.StreamReader, limit: int) -> Frame | None:
             raise ConnectionError("connection closed in the middle of a frame") from None
         return None
     return Frame(kind, call_id, status, payload)
+
+
+class CoalescingWriter:
+    """The first frame of an event-loop iteration leaves at once (no added latency at low load); the frames that
+    follow it in the same iteration wait for its end and leave in one send. The replies of a batch complete
+    together, and one `send` syscall per frame was 14% of the server loop's busy time under gRPC load (py-spy)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._pending: list[bytes] = []
+        self._flush_scheduled = False
+
+    def write(self, frame: bytes) -> None:
+        if self._flush_scheduled:
+            self._pending.append(frame)
+            return
+        if not self._writer.is_closing():
+            self._writer.write(frame)
+        self._flush_scheduled = True
+        asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._writer.is_closing():
+                self._writer.write(data)
+
+    def is_closing(self) -> bool:
+        return self._writer.is_closing()

@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 
-from server.transport.grpc_frames import CALL, CANCEL, OK, REPLY, pack, read_frame
+from server.transport.grpc_frames import CALL, CANCEL, OK, REPLY, CoalescingWriter, pack, read_frame
 
 FAST_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 CODES = {int(code.value[0]): code for code in grpc.StatusCode}
@@ -54,19 +54,20 @@ class FastClient:
 
     def __init__(self, path: str, frame_limit: int) -> None:
         self._path, self._limit = path, frame_limit
-        self._writer: asyncio.StreamWriter | None = None
+        self._writer: CoalescingWriter | None = None
         self._waiting: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self._ids = itertools.count(1)
         self._lock = asyncio.Lock()
         self._receiver: asyncio.Task[None] | None = None  # held: the loop keeps only weak references to tasks
 
-    async def _connect(self) -> asyncio.StreamWriter:
+    async def _connect(self) -> CoalescingWriter:
         writer = self._writer
         if writer is not None and not writer.is_closing():
             return writer  # the hot path: no lock once connected
         async with self._lock:
             if self._writer is None or self._writer.is_closing():
-                reader, self._writer = await asyncio.open_unix_connection(self._path)
+                reader, stream = await asyncio.open_unix_connection(self._path)
+                self._writer = CoalescingWriter(stream)
                 self._receiver = asyncio.get_running_loop().create_task(self._receive(reader))
             return self._writer
 

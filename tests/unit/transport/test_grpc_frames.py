@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from server.transport.grpc_frames import CALL, CANCEL, HEADER, REPLY, Frame, pack, read_frame
+from server.transport.grpc_frames import CALL, CANCEL, HEADER, REPLY, CoalescingWriter, Frame, pack, read_frame
 
 
 async def read(data: bytes, count: int, limit: int = 1024) -> list[Frame | None]:
@@ -33,3 +33,37 @@ def test_a_frame_cut_short_is_a_broken_connection() -> None:
 def test_a_frame_over_the_limit_is_refused_before_reading_it() -> None:
     with pytest.raises(ConnectionError, match="exceeds the 8-byte limit"):
         asyncio.run(read(pack(CALL, 1, b"x" * 9), 1, limit=8))
+
+
+class RecordingStream:
+    """Stands in for the asyncio transport: records what reaches it."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_the_first_frame_leaves_at_once_and_the_rest_of_the_iteration_together_in_order() -> None:
+    a, b, c, d = (pack(REPLY, i, bytes([96 + i])) for i in range(1, 5))
+
+    async def scenario() -> list[list[bytes]]:
+        stream = RecordingStream()
+        writer = CoalescingWriter(stream)  # type: ignore[arg-type]
+        seen = []
+        writer.write(a)
+        seen.append(list(stream.writes))  # a is out before the iteration ends
+        writer.write(b)
+        writer.write(c)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        writer.write(d)
+        await asyncio.sleep(0)
+        seen.append(list(stream.writes))
+        return seen
+
+    assert asyncio.run(scenario()) == [[a], [a, b + c, d]]
