@@ -7,12 +7,14 @@ exposition format does (a counter `x` is scraped as `x_total`, a histogram as `x
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
 import yaml
 
 from server.metrics import Metrics
+from server.transport.grpc_front_metrics import FrontCollector
 from tests.deploy.manifests import DEPLOY, Doc, find
 
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
@@ -23,8 +25,10 @@ PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", 
 
 
 def exported_series() -> set[str]:
-    """Every series name a twofour server can expose, GPU gauges included (registered as on a CUDA host)."""
+    """Every series name a twofour server can expose, GPU gauges included (registered as on a CUDA host) and the
+    gRPC front process's (registered by the app as in the default `--grpc-frontend process`)."""
     metrics = Metrics(gpu=True)
+    metrics.registry.register(FrontCollector(os.getpid, lambda: 0))
     names: set[str] = set()
     for family in metrics.registry.collect():
         names.update(family.name + suffix for suffix in SUFFIXES[family.type])
