@@ -22,13 +22,19 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """user+sys CPU seconds of one process (all its threads) from /proc; 0 when unknown."""
+    """user+sys CPU seconds of a process and all its descendants (the gRPC front process of
+    `--grpc-frontend process` included) from /proc; 0 for what cannot be read."""
+    total = 0.0
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        total = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                total += sum(process_cpu_seconds(int(child)) for child in f.read().split())
     except (OSError, IndexError, ValueError):
-        return 0.0
+        pass
+    return total
 
 
 def machine_busy_seconds() -> float:
