@@ -108,8 +108,10 @@ def main() -> None:
     parser.add_argument("--keep-running", choices=sorted(VARIANTS), help="serve one variant until interrupted")
     parser.add_argument("--grpc-frontend", choices=["inline", "process"], default=None,
                         help="the server's --grpc-frontend (default: the server's default)")
+    parser.add_argument("--server-flag", action="append", default=[], metavar="FLAG",
+                        help="one more `twofour serve` argument, repeatable (e.g. --server-flag=--log-level=debug)")
     args = parser.parse_args()
-    flags = ("--grpc-frontend", args.grpc_frontend) if args.grpc_frontend else ()
+    flags = (("--grpc-frontend", args.grpc_frontend) if args.grpc_frontend else ()) + tuple(args.server_flag)
     if args.keep_running:
         # `kill <pid>` must stop the server too: without this, SIGTERM ends this process before the `finally`
         # below and leaves the server running, stealing CPU from every later measurement on the machine.
