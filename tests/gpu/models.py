@@ -13,7 +13,7 @@ from tests.support.models import prune_2_4, write_model
 CONFIG = """
 name: "{name}"
 max_batch_size: {max_batch}
-input [{{ name: "X" data_type: TYPE_FP32 dims: [{hidden}] }}]
+input [{{ name: "{input}" data_type: {datatype} dims: [{dims}] }}]
 output [{{ name: "Y" data_type: TYPE_FP32 dims: [{hidden}] }}]
 {extra}
 """
@@ -44,17 +44,9 @@ class EncoderMLP(torch.nn.Module):
 def write_encoder(root: Path, name: str, model: EncoderMLP, hidden: int, max_batch: int, sparse: bool = True,
                   extra: str = "") -> None:
     write_model(root, name, model.eval(), (torch.randn(2, hidden),),
-                CONFIG.format(name=name, max_batch=max_batch, hidden=hidden, extra=extra),
+                CONFIG.format(name=name, max_batch=max_batch, input="X", datatype="TYPE_FP32", dims=hidden,
+                              hidden=hidden, extra=extra),
                 sparse=model.sparse_names() if sparse else set())
-
-
-TOKEN_CONFIG = """
-name: "{name}"
-max_batch_size: {max_batch}
-input [{{ name: "TOKENS" data_type: TYPE_INT64 dims: [{sequence}] }}]
-output [{{ name: "Y" data_type: TYPE_FP32 dims: [{hidden}] }}]
-{extra}
-"""
 
 
 class TokenEncoder(torch.nn.Module):
@@ -78,5 +70,6 @@ def write_token_encoder(root: Path, name: str, model: TokenEncoder, hidden: int,
                         sparse: bool = True) -> None:
     example = torch.randint(0, model.vocab, (2, sequence))
     write_model(root, name, model.eval(), (example,),
-                TOKEN_CONFIG.format(name=name, max_batch=max_batch, hidden=hidden, sequence=sequence, extra=""),
+                CONFIG.format(name=name, max_batch=max_batch, input="TOKENS", datatype="TYPE_INT64", dims=sequence,
+                              hidden=hidden, extra=""),
                 sparse=model.sparse_names() if sparse else set())
