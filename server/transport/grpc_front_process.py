@@ -28,7 +28,7 @@ import grpc
 from server.dataplane import DataPlane
 from server.repository_control import RepositoryControl
 from server.settings import Settings
-from server.transport.grpc import MESSAGE_HEADROOM, bind_address, create_grpc_server
+from server.transport.grpc import MESSAGE_HEADROOM, InferenceServicer, bind_address, create_grpc_server
 from server.transport.grpc_fastpath import FastPath
 
 log = logging.getLogger("twofour.grpc.front")
@@ -47,9 +47,8 @@ class GrpcFrontend:
         self._dir = Path(tempfile.mkdtemp(prefix="twofour-grpc-"))  # 0700: only this user reaches the sockets
         self._relay_socket, self._fast_socket = self._dir / "grpc.sock", self._dir / "infer.sock"
         self._relay, _ = create_grpc_server(dataplane, control, settings, address=f"unix:{self._relay_socket}")
-        from server.transport.grpc import InferenceServicer
-
-        self._fast = FastPath(InferenceServicer(dataplane, control), settings.max_request_bytes + MESSAGE_HEADROOM)
+        self._message_limit = settings.max_request_bytes + MESSAGE_HEADROOM  # as the inline server's options
+        self._fast = FastPath(InferenceServicer(dataplane, control), self._message_limit)
         self._fast_server: asyncio.AbstractServer | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -79,7 +78,7 @@ class GrpcFrontend:
         command = [sys.executable, "-m", "server.transport.grpc_front",
                    "--address", bind_address(self._settings.host, port),
                    "--fast-socket", str(self._fast_socket), "--relay-socket", str(self._relay_socket),
-                   "--max-message-bytes", str(self._settings.max_request_bytes + MESSAGE_HEADROOM),
+                   "--max-message-bytes", str(self._message_limit),
                    "--max-concurrent-streams", str(self._settings.grpc_max_concurrent_streams)]
         # a session of its own: Ctrl-C or a signal to the server's process group reaches the server alone, which
         # then stops the front after its drain, in order (the front also exits by itself if the server dies)
