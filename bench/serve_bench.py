@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--variants", default="direct,batched")
     parser.add_argument("--protocols", default="grpc,http")
     parser.add_argument("--keep-running", choices=sorted(VARIANTS), help="serve one variant until interrupted")
-    parser.add_argument("--grpc-frontend", choices=["inline", "process"], default=None,
+    parser.add_argument("--grpc-frontend", choices=["auto", "native", "python", "inline"], default=None,
                         help="the server's --grpc-frontend (default: the server's default)")
     parser.add_argument("--server-flag", action="append", default=[], metavar="FLAG",
                         help="one more `twofour serve` argument, repeatable (e.g. --server-flag=--log-level=debug)")

@@ -109,7 +109,7 @@ async def serve(app: App, stop: asyncio.Event) -> int:
         metrics_server = start_metrics_listener(app.metrics, settings.host, listeners["metrics"])
         app.ports["metrics"] = metrics_server.port
     frontend = None
-    if "grpc" in listeners and settings.grpc_frontend == "process":
+    if "grpc" in listeners and settings.grpc_frontend != "inline":
         from server.transport.grpc_front_metrics import FrontCollector
         from server.transport.grpc_front_process import GrpcFrontend
 

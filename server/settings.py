@@ -41,10 +41,11 @@ class Settings(BaseSettings):
     max_request_elements: int = Field(64 * MiB, ge=1, description="largest total tensor element count per request")
     max_inflight_requests: int = Field(1024, ge=1, description="inference requests admitted at once, all models "
                                        "together; beyond it requests are refused UNAVAILABLE/503 at once")
-    grpc_frontend: Literal["process", "inline"] = Field(
-        "process", description="process: the public gRPC port in a front process of its own that relays to the "
-        "server over Unix sockets (its own GIL: more gRPC throughput under load, less CPU per request; one more local "
-        "hop); inline: gRPC inside the server process (one process, lowest single-request latency)")
+    grpc_frontend: Literal["auto", "native", "python", "inline"] = Field(
+        "auto", description="native: the public gRPC port in a C++ front process (`make native`) that relays to the "
+        "server over Unix sockets (least CPU per request, most throughput under load; one more local hop); python: "
+        "the same front in Python (grpc.aio, no build needed); auto: native when its binary is found, else python; "
+        "inline: gRPC inside the server process (one process, no extra hop)")
     grpc_max_concurrent_streams: int = Field(1024, ge=1, description="HTTP/2 streams per gRPC connection")
     repository_token: str = Field("", description="bearer token required for load/unload ('' = no token)")
     allow_repository_control: bool = Field(True, description="whether load/unload/index may be called at all")

@@ -17,7 +17,6 @@ import json
 import logging
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from server.repository_control import RepositoryControl
 from server.settings import Settings
 from server.transport.grpc import MESSAGE_HEADROOM, InferenceServicer, bind_address, create_grpc_server
 from server.transport.grpc_fastpath import FastPath
+from server.transport.grpc_front_command import front_command
 
 log = logging.getLogger("twofour.grpc.front")
 
@@ -44,6 +44,7 @@ class GrpcFrontend:
     def __init__(self, dataplane: DataPlane, control: RepositoryControl, settings: Settings,
                  on_failure: Callable[[], None]) -> None:
         self._settings, self._on_failure = settings, on_failure
+        self._command, self.implementation = front_command(settings.grpc_frontend)  # first: nothing to clean up
         self._dir = Path(tempfile.mkdtemp(prefix="twofour-grpc-"))  # 0700: only this user reaches the sockets
         self._relay_socket, self._fast_socket = self._dir / "grpc.sock", self._dir / "infer.sock"
         self._relay, _ = create_grpc_server(dataplane, control, settings, address=f"unix:{self._relay_socket}")
@@ -75,8 +76,7 @@ class GrpcFrontend:
         return self.port
 
     async def _spawn(self, port: int) -> int:
-        command = [sys.executable, "-m", "server.transport.grpc_front",
-                   "--address", bind_address(self._settings.host, port),
+        command = [*self._command, "--address", bind_address(self._settings.host, port),
                    "--fast-socket", str(self._fast_socket), "--relay-socket", str(self._relay_socket),
                    "--max-message-bytes", str(self._message_limit),
                    "--max-concurrent-streams", str(self._settings.grpc_max_concurrent_streams)]
@@ -96,7 +96,7 @@ class GrpcFrontend:
             await process.wait()
             raise OSError(said.get("error", f"the gRPC front process did not start (exit code {process.returncode})"))
         self._process = process
-        log.info("gRPC front process %d serving port %d", process.pid, said["port"])
+        log.info("gRPC front process %d (%s) serving port %d", process.pid, self.implementation, said["port"])
         return int(said["port"])
 
     async def _watch(self) -> None:

@@ -1,6 +1,9 @@
-"""`--grpc-frontend process` (the default) on a real server: the front process owns the port, relays every method
-with its metadata, is restarted when it dies, dies with the server, and a taken port fails the start. (The gRPC
-suite runs in both modes: `make test` runs the gRPC modules once more with `--grpc-frontend inline`.)"""
+"""The gRPC front process on a real server, both implementations (`--grpc-frontend native` and `python`): the
+front owns the port, relays every method with its metadata, is restarted when it dies, dies with the server, and
+a taken port fails the start. (`make test` also runs the whole gRPC suite under each front and inline.)
+
+The native front needs `make native`; without its binary its cases skip, except under CI (CI=true), where a
+missing binary is a failure: `make test` builds it, so CI must never silently test only the Python front."""
 
 from __future__ import annotations
 
@@ -19,9 +22,20 @@ import torch
 import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.transport.grpc_front_command import NATIVE_NAME, native_binary
 from tests.support.server import ServerProcess, free_port
 
 TOKEN = "front-secret"
+FRONTS = ["native", "python"]
+
+
+@pytest.fixture(params=FRONTS)
+def front(request: pytest.FixtureRequest) -> str:
+    if request.param == "native" and native_binary() is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test the native gRPC front, but no {NATIVE_NAME} binary was found (make native)")
+        pytest.skip(f"no {NATIVE_NAME} binary: build it with `make native`")
+    return str(request.param)
 
 
 def fronts(server_pid: int) -> list[int]:
@@ -33,7 +47,8 @@ def fronts(server_pid: int) -> list[int]:
     found = []
     for child in children:
         try:
-            if b"server.transport.grpc_front" in Path(f"/proc/{child}/cmdline").read_bytes():
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"server.transport.grpc_front" in command or NATIVE_NAME.encode() in command:
                 found.append(int(child))
         except OSError:
             continue
@@ -58,8 +73,8 @@ def infer(url: str, module: torch.nn.Module) -> None:
 
 
 @pytest.fixture()
-def front_server(model_repository: tuple[Path, dict[str, torch.nn.Module]]) -> Iterator[ServerProcess]:
-    process = ServerProcess(model_repository[0], "--grpc-frontend", "process", "--repository-token", TOKEN)
+def front_server(model_repository: tuple[Path, dict[str, torch.nn.Module]], front: str) -> Iterator[ServerProcess]:
+    process = ServerProcess(model_repository[0], "--grpc-frontend", front, "--repository-token", TOKEN)
     try:
         yield process
     finally:
@@ -70,9 +85,11 @@ def test_the_front_process_owns_the_port_and_relays_every_method(
         front_server: ServerProcess, modules: dict[str, torch.nn.Module]) -> None:
     assert len(fronts(front_server.process.pid)) == 1
     infer(front_server.grpc_url, modules["mlp"])  # the fast path
-    series = scrape(front_server)
-    assert series["twofour_grpc_frontend_cpu_seconds_total"] > 0
-    assert series["twofour_grpc_frontend_resident_memory_bytes"] > 10e6
+    deadline = time.monotonic() + 30
+    while (series := scrape(front_server))["twofour_grpc_frontend_cpu_seconds_total"] == 0:
+        assert time.monotonic() < deadline, "the front's CPU counter never moved"
+        infer(front_server.grpc_url, modules["mlp"])  # the native front needs a few hundred calls per clock tick
+    assert series["twofour_grpc_frontend_resident_memory_bytes"] > 1e6
     assert series["twofour_grpc_frontend_restarts_total"] == 0
     client = grpcclient.InferenceServerClient(front_server.grpc_url)
     with pytest.raises(Exception, match="UNAUTHENTICATED"):  # relayed, and the missing token is noticed
@@ -114,8 +131,9 @@ def scrape(server: ServerProcess) -> dict[str, float]:
     return {line.split(" ")[0]: float(line.split(" ")[1]) for line in lines if line.startswith("twofour_grpc_front")}
 
 
-def test_a_killed_server_takes_its_front_with_it(model_repository: tuple[Path, dict[str, torch.nn.Module]]) -> None:
-    server = ServerProcess(model_repository[0], "--grpc-frontend", "process")
+def test_a_killed_server_takes_its_front_with_it(model_repository: tuple[Path, dict[str, torch.nn.Module]],
+                                                 front: str) -> None:
+    server = ServerProcess(model_repository[0], "--grpc-frontend", front)
     [front] = fronts(server.process.pid)
     server.process.kill()
     server.process.wait()
@@ -127,13 +145,22 @@ def test_a_killed_server_takes_its_front_with_it(model_repository: tuple[Path, d
 
 
 def test_a_taken_grpc_port_fails_the_start(model_repository: tuple[Path, dict[str, torch.nn.Module]],
-                                           tmp_path: Path) -> None:
+                                           tmp_path: Path, front: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", free_port()))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(RuntimeError, match="cannot bind gRPC") as failed:
-            ServerProcess(model_repository[0], "--grpc-frontend", "process", "--grpc-port", str(port),
+            ServerProcess(model_repository[0], "--grpc-frontend", front, "--grpc-port", str(port),
                           env={"TMPDIR": str(tmp_path)})
         assert "server exited with 1" in str(failed.value)
     assert not list(tmp_path.glob("twofour-grpc-*")), "a failed start must not leave its socket directory"
+
+
+def test_native_without_its_binary_fails_the_start_saying_what_to_do(
+        model_repository: tuple[Path, dict[str, torch.nn.Module]], tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="make native") as failed:
+        ServerProcess(model_repository[0], "--grpc-frontend", "native",
+                      env={"TWOFOUR_GRPC_FRONT_BINARY": str(tmp_path / "missing"), "TMPDIR": str(tmp_path)})
+    assert "server exited with 1" in str(failed.value)
+    assert not list(tmp_path.glob("twofour-grpc-*"))

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the native gRPC front (native/grpc_front/*.cc) into native/build/twofour-grpc-front.
+# Needs g++, pkg-config and gRPC's C++ library (Debian/Ubuntu: libgrpc++-dev, gRPC >= 1.51 for the callback
+# generic API). Run as root with apt-get available, it installs whichever of those is missing first.
+set -euo pipefail
+cd "$(dirname "$0")"
+PACKAGES=(g++ pkg-config libgrpc++-dev)
+
+if ! command -v g++ >/dev/null || ! pkg-config --exists 'grpc++ >= 1.51' 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "native: installing ${PACKAGES[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null \
+            || { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null; }
+    else
+        echo "native: needs ${PACKAGES[*]} (gRPC >= 1.51); install them, or serve with --grpc-frontend python" >&2
+        exit 1
+    fi
+fi
+
+mkdir -p build
+# -Werror: a warning here is a bug in a file that runs on every request
+g++ -std=c++17 -O2 -Wall -Wextra -Werror -o build/twofour-grpc-front.tmp grpc_front/*.cc \
+    $(pkg-config --cflags --libs 'grpc++')
+mv build/twofour-grpc-front.tmp build/twofour-grpc-front
+echo "native: built native/build/twofour-grpc-front (gRPC $(pkg-config --modversion 'grpc++'))" >&2

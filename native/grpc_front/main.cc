@@ -1,0 +1,129 @@
+// twofour-grpc-front: the public gRPC port of `twofour serve --grpc-frontend native`, in C++.
+//
+// Why: the Python front process (server/transport/grpc_front.py) spends ~330 us of CPU per RPC in grpc.aio on a
+// machine where client, front and model share two cores; gRPC's C++ callback server does the same job (raw bytes,
+// never parsed) for a fraction of that. Same command line, same stdout contract and same lifecycle as the Python
+// front, so server/transport/grpc_front_process.py runs either one:
+//   - prints one JSON line, {"port": N} once bound or {"error": "..."}, then serves;
+//   - SIGTERM: stop accepting, finish in-flight calls within --grace-secs, exit 0; SIGINT is ignored (the server
+//     decides); exits by itself when its parent (the server) is gone, so an orphan never keeps the port.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "fast_link.h"
+#include "reactors.h"
+
+namespace {
+
+std::string JsonString(const std::string& text) {
+  std::string out = "\"";
+  for (unsigned char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof(escaped), "\\u%04x", c);
+      out += escaped;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+int Fail(const std::string& message) {
+  std::printf("{\"error\": %s}\n", JsonString(message).c_str());
+  std::fflush(stdout);
+  return 1;
+}
+
+// --name value or --name=value; every option is required but --grace-secs.
+bool ParseArgs(int argc, char** argv, std::map<std::string, std::string>* args, std::string* error) {
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0) {
+      *error = "unexpected argument " + arg;
+      return false;
+    }
+    size_t equals = arg.find('=');
+    if (equals != std::string::npos) {
+      (*args)[arg.substr(2, equals - 2)] = arg.substr(equals + 1);
+    } else if (i + 1 < argc) {
+      (*args)[arg.substr(2)] = argv[++i];
+    } else {
+      *error = arg + " needs a value";
+      return false;
+    }
+  }
+  for (const char* name : {"address", "fast-socket", "relay-socket", "max-message-bytes", "max-concurrent-streams"}) {
+    if (args->count(name) == 0) {
+      *error = std::string("--") + name + " is required";
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::map<std::string, std::string> args;
+  std::string error;
+  if (!ParseArgs(argc, argv, &args, &error)) return Fail(error);
+  const int message_limit = std::atoi(args["max-message-bytes"].c_str());
+  const double grace = args.count("grace-secs") ? std::atof(args["grace-secs"].c_str()) : 1.0;
+
+  // Before any thread exists, so that every gRPC thread inherits the mask and only sigtimedwait sees these.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  const pid_t parent = getppid();
+
+  grpc::ChannelArguments relay_args;
+  relay_args.SetMaxReceiveMessageSize(message_limit);
+  relay_args.SetMaxSendMessageSize(message_limit);
+  auto relay_channel = grpc::CreateCustomChannel("unix:" + args["relay-socket"],
+                                                 grpc::InsecureChannelCredentials(), relay_args);
+  twofour::FastLink link(args["fast-socket"], static_cast<uint32_t>(message_limit) + 1024);
+  twofour::FrontService service(&link, relay_channel);
+
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(args["address"], grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(message_limit);
+  builder.SetMaxSendMessageSize(message_limit);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, std::atoi(args["max-concurrent-streams"].c_str()));
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);  // a taken port must fail, not be shared
+  builder.RegisterCallbackGenericService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    return Fail("cannot bind gRPC to " + args["address"] + ": the address is taken or invalid");
+  }
+  std::printf("{\"port\": %d}\n", port);
+  std::fflush(stdout);
+
+  const timespec tick{1, 0};
+  while (getppid() == parent) {
+    siginfo_t info;
+    int got = sigtimedwait(&signals, &info, &tick);
+    if (got == SIGTERM) break;  // SIGINT (Ctrl-C reaches the whole group) is the server's to act on
+  }
+  auto deadline = std::chrono::system_clock::now() +
+                  std::chrono::milliseconds(static_cast<long>(grace * 1000));
+  server->Shutdown(deadline);  // stop accepting; calls still running at the deadline are cancelled
+  std::fflush(stdout);
+  std::_Exit(0);  // the link's reader thread is detached and blocked in read(): no orderly teardown is owed
+}
