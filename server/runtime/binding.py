@@ -46,11 +46,16 @@ def make_binding(program: torch.export.ExportedProgram, config: mc.ModelConfig) 
     return Binding(positional, keyword, tuple(t.name for t in config.output), fill)
 
 
-def call(module: torch.nn.Module, binding: Binding, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Run `module` on a batch and name its outputs."""
+def fill_optional(binding: Binding, batch: dict[str, torch.Tensor]) -> None:
+    """Absent optional inputs become zeros shaped like their twin."""
     for name, (twin, dtype) in binding.optional_fill.items():
         if name not in batch:
             batch[name] = torch.zeros(batch[twin].shape, dtype=dtype, device=batch[twin].device)
+
+
+def call(module: torch.nn.Module, binding: Binding, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Run `module` on a batch and name its outputs."""
+    fill_optional(binding, batch)
     args = [batch[n] for n in binding.positional]
     kwargs = {n: batch[n] for n in binding.keyword}
     result = module(*args, **kwargs)

@@ -1,0 +1,97 @@
+"""The CPU runtime's traced forward: used when it matches the exported program, never when it does not.
+
+Every case loads a real exported program from a real model repository directory and compares the runtime's answers
+with the original torch module's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from server.repository import CONFIG_FILE
+from server.runtime.cpu import CpuRuntime
+from tests.support.models import EMBED_CONFIG, MIXED_CONFIG, MLP_CONFIG, Embed, Mixed, SmallMLP, write_model
+
+LENGTH_CONFIG = """
+name: "mean"
+backend: "twofour"
+max_batch_size: 8
+input [{ name: "X" data_type: TYPE_FP32 dims: [-1] }]
+output [{ name: "Y" data_type: TYPE_FP32 dims: [1] }]
+"""
+
+
+class MeanByLength(torch.nn.Module):
+    """Divides by the variable dim's length as a Python int: a trace bakes the traced length in, so it must not hold."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(dim=1, keepdim=True) / x.shape[1]
+
+
+def load(root: Path, name: str) -> CpuRuntime:
+    config = text_format.Parse((root / name / CONFIG_FILE).read_text(), mc.ModelConfig())
+    return CpuRuntime(root / name / "1", config)
+
+
+def test_the_mlp_runs_traced_and_matches_the_module(tmp_path: Path) -> None:
+    module = SmallMLP(seed=3)
+    write_model(tmp_path, "mlp", module, (torch.randn(2, 16),), MLP_CONFIG.format(name="mlp", extra=""))
+    runtime = load(tmp_path, "mlp")
+    assert runtime.describe().details["forward"] == "torchscript"
+    for rows in (1, 2, 5, 8):
+        x = torch.randn(rows, 16)
+        torch.testing.assert_close(runtime.infer({"INPUT0": x})["OUTPUT0"], module(x).detach())
+
+
+def test_a_config_can_opt_out(tmp_path: Path) -> None:
+    extra = 'parameters { key: "torchscript" value { string_value: "false" } }'
+    write_model(tmp_path, "mlp", SmallMLP(seed=3), (torch.randn(2, 16),), MLP_CONFIG.format(name="mlp", extra=extra))
+    assert "is false" in load(tmp_path, "mlp").describe().details["forward"]
+
+
+def test_a_trace_that_bakes_in_a_length_is_refused_and_answers_stay_right(tmp_path: Path) -> None:
+    length = torch.export.Dim("length", min=2, max=64)
+    program = torch.export.export(MeanByLength(), (torch.randn(2, 4),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=8), 1: length},))
+    from server.artifacts import save_program, save_weights
+
+    version = tmp_path / "mean" / "1"
+    version.mkdir(parents=True)
+    save_program(program, version / "program.pt2")
+    save_weights({}, set(), version / "weights.safetensors")
+    (tmp_path / "mean" / CONFIG_FILE).write_text(LENGTH_CONFIG)
+    runtime = load(tmp_path, "mean")
+    assert runtime.describe().details["forward"].startswith("exported graph (tracing did not hold")
+    for length_now in (3, 11):
+        x = torch.randn(2, length_now)
+        torch.testing.assert_close(runtime.infer({"X": x})["Y"], x.mean(dim=1, keepdim=True))
+
+
+def test_several_dtypes_and_a_dict_output_map_back_by_name(tmp_path: Path) -> None:
+    example = (torch.ones(2, 3, dtype=torch.float16), torch.ones(2, 3, dtype=torch.int32),
+               torch.ones(2, 3, dtype=torch.bool), torch.ones(2, 3, dtype=torch.bfloat16))
+    write_model(tmp_path, "mixed", Mixed(), example, MIXED_CONFIG)
+    runtime = load(tmp_path, "mixed")
+    assert runtime.describe().details["forward"] == "torchscript"
+    batch = {"A": torch.randn(3, 3).half(), "B": torch.arange(9, dtype=torch.int32).reshape(3, 3),
+             "C": torch.tensor([[True, False, True]] * 3), "D": torch.randn(3, 3).bfloat16()}
+    expected = Mixed()(*batch.values())
+    got = runtime.infer(dict(batch))
+    assert list(got) == ["A2", "B1", "NOTC", "D"]
+    for name in got:
+        torch.testing.assert_close(got[name], expected[name])
+
+
+def test_a_models_own_error_reaches_the_caller_as_itself(tmp_path: Path) -> None:
+    """TorchScript would wrap it in a RuntimeError with an interpreter traceback; the client must read the model's."""
+    write_model(tmp_path, "embed", Embed(), (torch.zeros(2, 3, dtype=torch.int64),), EMBED_CONFIG)
+    runtime = load(tmp_path, "embed")
+    assert runtime.describe().details["forward"] == "torchscript"
+    with pytest.raises(IndexError, match="index out of range"):
+        runtime.infer({"INDEX": torch.tensor([[1, 2, 99]])})
+    torch.testing.assert_close(runtime.infer({"INDEX": torch.tensor([[1, 2, 3]])})["VECTORS"],
+                               Embed()(torch.tensor([[1, 2, 3]])).detach())
