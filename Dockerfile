@@ -12,6 +12,19 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # Any PyTorch >= 2.5 CUDA *runtime* image works; keep its CUDA at or below the nodes' driver.
 ARG GPU_IMAGE=pytorch/pytorch:2.13.0-cuda13.0-cudnn9-runtime
 
+# ---------------------------------------------------------------- native gRPC front (C++, CPU variant)
+# Debian bookworm's gRPC 1.51, the same distribution as the CPU runtime stage, which installs only its libraries.
+# Versions unpinned on purpose (DL3008): bookworm's security updates change the Debian revision, not the API.
+FROM ${PYTHON_IMAGE} AS build-native
+WORKDIR /src/native
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ pkg-config libgrpc++-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY native/build.sh ./
+COPY native/grpc_front ./grpc_front
+RUN bash build.sh
+
 # ---------------------------------------------------------------- CPU
 FROM ${PYTHON_IMAGE} AS build-cpu
 # The CPU index serves torch 2.13.0+cpu; constraints-cpu.txt pins torch==2.13.0, which that build satisfies
@@ -26,7 +39,13 @@ RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
     && /opt/venv/bin/python -c "import torch; assert torch.version.cuda is None, 'CPU image got CUDA torch'"
 
 FROM ${PYTHON_IMAGE} AS runtime-cpu
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgrpc++1.51 \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build-cpu /opt/venv /opt/venv
+# On PATH, so the default --grpc-frontend auto serves gRPC through it.
+COPY --from=build-native /src/native/build/twofour-grpc-front /usr/local/bin/twofour-grpc-front
 
 # ---------------------------------------------------------------- GPU
 FROM ${GPU_IMAGE} AS build-gpu
@@ -47,6 +66,8 @@ RUN python -c "import importlib.metadata as m; print('torch==' + m.version('torc
 
 FROM ${GPU_IMAGE} AS runtime-gpu
 COPY --from=build-gpu /opt/venv /opt/venv
+# No native gRPC front here: the PyTorch base is another distribution, whose gRPC the front was not built against.
+# --grpc-frontend auto serves through the Python front; a GPU pod's CPU is rarely what limits it.
 
 # ---------------------------------------------------------------- final (either variant)
 # DL3006 (untagged image) does not apply: runtime-${VARIANT} names one of this file's stages, not an image.

@@ -23,7 +23,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def process_cpu_seconds(pid: int) -> float:
     """user+sys CPU seconds of a process and all its descendants (the gRPC front process of
-    `--grpc-frontend process` included) from /proc; 0 for what cannot be read."""
+    gRPC front process included) from /proc; 0 for what cannot be read."""
     total = 0.0
     try:
         with open(f"/proc/{pid}/stat") as f:

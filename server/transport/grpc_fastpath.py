@@ -1,4 +1,4 @@
-"""The server side of `--grpc-frontend process`: ModelInfer calls that arrive from the front process as frames.
+"""The server side of the gRPC front process (native or python): ModelInfer calls arriving from it as frames.
 
 Each CALL runs as its own task through `InferenceServicer.infer`, the method the in-process gRPC transport calls,
 so decoding, validation, the batcher and the error table are one code path for both modes. A CANCEL cancels

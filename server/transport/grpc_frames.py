@@ -1,4 +1,5 @@
-"""The framing between the gRPC front process and the server process (`--grpc-frontend process`).
+"""The framing between the gRPC front process and the server process (`--grpc-frontend native|python`;
+the native front, native/grpc_front/fast_link.cc, speaks the same frames).
 
 One Unix-socket connection carries many ModelInfer calls at once, each under its own id: the front sends `CALL`
 (the request's raw protobuf bytes, never parsed there) and `CANCEL` (the client went away or its deadline

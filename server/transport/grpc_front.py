@@ -1,4 +1,5 @@
-"""The gRPC front process of `--grpc-frontend process`: the public gRPC port, in a process (and GIL) of its own.
+"""The Python gRPC front process (`--grpc-frontend python`, and `auto` where the native front is not built): the
+public gRPC port, in a process (and GIL) of its own. native/grpc_front/ is the same front in C++, for less CPU.
 
 Why a process: in one process, grpc.aio's completion events, the event loop's decode/batch/encode work and the
 compute thread all queue for one GIL, and gRPC throughput stalled at ~0.4 of Triton's while HTTP reached ~0.9

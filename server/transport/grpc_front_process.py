@@ -1,7 +1,8 @@
-"""`--grpc-frontend process`, the server's side: start the gRPC front process, restart it, stop it in order.
+"""`--grpc-frontend native|python|auto`, the server's side: start the gRPC front process, restart it, stop it in order.
 
 The server keeps its gRPC service (every method, unchanged) on a private Unix socket and answers ModelInfer
-frames on a second one (grpc_fastpath.py); the front process (grpc_front.py) owns the public port. Lifecycle:
+frames on a second one (grpc_fastpath.py); the front process (native/grpc_front/ or grpc_front.py,
+chosen by grpc_front_command.py) owns the public port. Lifecycle:
 - start: the sockets first, then the front, whose first stdout line says the port it bound (or why it could
   not: the server then fails to start, as it does when it cannot bind the port itself);
 - a front that dies while the server runs is logged and started again on the same port; more than

@@ -62,7 +62,7 @@ def test_every_copy_source_is_tracked_and_in_the_build_context() -> None:
 def test_variants_are_stages_chosen_by_the_build_argument() -> None:
     items = all_instructions()
     stages = {i.arguments.split()[-1] for i in items if i.keyword == "FROM" and " AS " in i.arguments.upper()}
-    assert {"build-cpu", "runtime-cpu", "build-gpu", "runtime-gpu", "final"} <= stages
+    assert {"build-native", "build-cpu", "runtime-cpu", "build-gpu", "runtime-gpu", "final"} <= stages
     assert any(i.keyword == "ARG" and i.arguments == "VARIANT=cpu" for i in items)
     assert one(final_stage(), "FROM").arguments == "runtime-${VARIANT} AS final"
     runs = " ".join(i.arguments for i in items if i.keyword == "RUN")
@@ -95,3 +95,12 @@ def test_runs_as_the_non_root_user_the_manifests_declare(rendered: dict[str, lis
         pod = find(docs, "Deployment", "twofour")["spec"]["template"]["spec"]
         assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (uid, gid)
         assert server_container(docs)["image"].startswith("twofour:")
+
+
+def test_the_cpu_image_gets_the_native_grpc_front_on_path() -> None:
+    """`--grpc-frontend auto` finds `twofour-grpc-front` on PATH; the runtime stage needs gRPC's libraries for it."""
+    items = all_instructions()
+    copies = [i.arguments for i in items if i.keyword == "COPY" and "--from=build-native" in i.arguments]
+    assert copies == ["--from=build-native /src/native/build/twofour-grpc-front /usr/local/bin/twofour-grpc-front"]
+    runs = " ".join(i.arguments for i in items if i.keyword == "RUN")
+    assert "libgrpc++-dev" in runs and "libgrpc++1.51" in runs and "bash build.sh" in runs

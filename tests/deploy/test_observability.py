@@ -26,7 +26,7 @@ PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", 
 
 def exported_series() -> set[str]:
     """Every series name a twofour server can expose, GPU gauges included (registered as on a CUDA host) and the
-    gRPC front process's (registered by the app as in the default `--grpc-frontend process`)."""
+    gRPC front process's (registered by the app as with the default front process)."""
     metrics = Metrics(gpu=True)
     metrics.registry.register(FrontCollector(os.getpid, lambda: 0))
     names: set[str] = set()
