@@ -48,7 +48,7 @@ class RecordingStream:
         return False
 
 
-def test_the_first_frame_leaves_at_once_and_the_rest_of_the_iteration_together_in_order() -> None:
+def test_the_frames_of_one_iteration_leave_together_in_order_at_its_end() -> None:
     a, b, c, d = (pack(REPLY, i, bytes([96 + i])) for i in range(1, 5))
 
     async def scenario() -> list[list[bytes]]:
@@ -56,14 +56,14 @@ def test_the_first_frame_leaves_at_once_and_the_rest_of_the_iteration_together_i
         writer = CoalescingWriter(stream)  # type: ignore[arg-type]
         seen = []
         writer.write(a)
-        seen.append(list(stream.writes))  # a is out before the iteration ends
         writer.write(b)
         writer.write(c)
+        seen.append(list(stream.writes))  # nothing is sent inside the iteration
         await asyncio.sleep(0)
-        await asyncio.sleep(0)
-        writer.write(d)
+        seen.append(list(stream.writes))  # one send as soon as it ends
+        writer.write(d)  # a lone frame of a later iteration: sent in the next one, alone
         await asyncio.sleep(0)
         seen.append(list(stream.writes))
         return seen
 
-    assert asyncio.run(scenario()) == [[a], [a, b + c, d]]
+    assert asyncio.run(scenario()) == [[], [a + b + c], [a + b + c, d]]
