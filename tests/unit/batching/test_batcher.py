@@ -266,3 +266,37 @@ def test_built_in_a_thread_without_a_loop_and_used_later() -> None:
         await built[0].close()
 
     asyncio.run(main())
+
+
+def test_a_batch_waiting_behind_a_busy_instance_runs_whole_when_the_delivery_starts_it() -> None:
+    """With requests waiting, a delivery frees the worker before the answers go out: the waiting requests still
+    run as one batch, in order, and answer right."""
+    async def body(b: DynamicBatcher, rt: HeldRuntime, clock: ManualClock, m: Metrics) -> None:
+        first = await hold_instance(b, rt)
+        second = await submit(b, item(1), item(2, rows=2))
+        rt.release.set()  # the first batch's delivery starts the second
+        await asyncio.gather(first, *second)
+        third = await submit(b, item(3), item(4))
+        outs = await asyncio.gather(first, *second, *third)
+        assert rt.batches == [[0.0], [1.0, 2.0, 2.0], [3.0, 4.0]]
+        for request_out, tag in zip(outs, [0, 1, 2, 3, 4], strict=True):
+            assert torch.all(request_out["y"][:, 0] == 2 * tag)
+
+    run(body)
+
+
+def test_a_delivery_does_not_start_a_partial_batch_before_its_queue_delay() -> None:
+    async def body(b: DynamicBatcher, rt: HeldRuntime, clock: ManualClock, m: Metrics) -> None:
+        rt.release.clear()
+        [first] = await submit(b, item(0, rows=2))  # a preferred size: runs at once, and is held
+        await asyncio.to_thread(rt.wait_running)
+        waiting = await submit(b, item(1))  # 1 of a preferred 2, behind a busy instance
+        rt.release.set()
+        await first
+        await settle()
+        assert rt.batches == [[0.0, 0.0]]  # the finished batch did not start the partial one early
+        clock.advance(100_000)
+        await asyncio.gather(*waiting)
+        assert rt.batches == [[0.0, 0.0], [1.0]]
+
+    run(body, "max_queue_delay_microseconds: 100 preferred_batch_size: [2]")
