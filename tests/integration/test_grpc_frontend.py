@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.transport.grpc_front_command import NATIVE_NAME, native_binary
+from tests.support.models import write_model
 from tests.support.server import ServerProcess, free_port
 
 TOKEN = "front-secret"
@@ -164,3 +166,48 @@ def test_native_without_its_binary_fails_the_start_saying_what_to_do(
                       env={"TWOFOUR_GRPC_FRONT_BINARY": str(tmp_path / "missing"), "TMPDIR": str(tmp_path)})
     assert "server exited with 1" in str(failed.value)
     assert not list(tmp_path.glob("twofour-grpc-*"))
+
+
+class Doubler(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2
+
+
+WIDE = 65536  # a row of 256 KiB: every reply frame is larger than the native front's 64 KiB read buffer
+
+
+def test_large_replies_to_many_concurrent_calls_arrive_whole_and_matched(tmp_path: Path, front: str) -> None:
+    """Framing under load: concurrent calls with replies of 0.25-1 MiB each, every one matched to its own call."""
+    config = (f'name: "wide" backend: "twofour" max_batch_size: 4 '
+              f'input [{{ name: "X" data_type: TYPE_FP32 dims: [{WIDE}] }}] '
+              f'output [{{ name: "Y" data_type: TYPE_FP32 dims: [{WIDE}] }}] '
+              'dynamic_batching { }')
+    write_model(tmp_path, "wide", Doubler(), (torch.randn(2, WIDE),), config)
+    server = ServerProcess(tmp_path, "--grpc-frontend", front)
+    failures: list[str] = []
+
+    def caller(seed: int) -> None:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        rng = np.random.default_rng(seed)
+        for _ in range(6):
+            x = rng.standard_normal((int(rng.integers(1, 5)), WIDE)).astype(np.float32)
+            request = grpcclient.InferInput("X", list(x.shape), "FP32")
+            request.set_data_from_numpy(x)
+            try:
+                out = client.infer("wide", [request]).as_numpy("Y")
+            except Exception as exc:  # noqa: BLE001 - reported below, from the test's thread
+                failures.append(f"caller {seed}: {exc}")
+                return
+            if not np.array_equal(out, x * 2):
+                failures.append(f"caller {seed}: a reply that is not its own request's")
+
+    try:
+        threads = [threading.Thread(target=caller, args=(seed,)) for seed in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not failures, failures
+        assert all(not thread.is_alive() for thread in threads)
+    finally:
+        server.stop()
