@@ -20,7 +20,7 @@ from server.input_spec import ModelSpec, SpecCache, wire_datatype
 from server.metrics import Metrics, VersionStats
 from server.registry import Registry
 from server.settings import Settings
-from server.types import InferRequest, InferResponse, InferTensor, to_numpy, to_torch
+from server.types import InferRequest, InferResponse, InferTensor, RequestedOutput, to_numpy, to_torch
 
 log = logging.getLogger("twofour.dataplane")
 
@@ -201,8 +201,6 @@ class DataPlane:
 
     @staticmethod
     def _requested_outputs(request: InferRequest, spec: ModelSpec) -> list[Any]:
-        from server.types import RequestedOutput
-
         if not request.outputs:
             return [RequestedOutput(n) for n in spec.outputs]
         for out in request.outputs:
