@@ -128,8 +128,9 @@ bool FastLink::Send(PendingCall* call, const grpc::ByteBuffer& request, uint32_t
   *id = ++next_id_;
   calls_[*id] = call;
   if (!WriteLocked(kCall, *id, &request)) {
+    const int failure = errno;  // before anything else can overwrite it
     calls_.erase(*id);
-    *error = std::string("write failed: ") + std::strerror(errno);
+    *error = std::string("write failed: ") + std::strerror(failure);
     return false;  // the reader sees the broken socket too and fails whatever else was waiting on it
   }
   return true;

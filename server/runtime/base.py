@@ -23,6 +23,13 @@ class RuntimeDescription:
     details: dict[str, Any] = field(default_factory=dict)  # runtime-specific (e.g. the GPU decision table)
 
 
+def example_shape(config: mc.ModelConfig, tensor: mc.ModelInput, rows: int, length: int) -> list[int]:
+    """A config input's shape at `rows` rows (when the model batches), its variable (-1) dims at `length`: the
+    inputs runtimes build at load to probe, trace or time a model."""
+    lead = [rows] if config.max_batch_size > 0 else []
+    return lead + [length if d == -1 else d for d in tensor.dims]
+
+
 class Runtime(Protocol):
     """A model version loaded on a device, ready to run merged batches."""
 

@@ -23,6 +23,11 @@ class Binding:
     optional_fill: dict[str, tuple[str, torch.dtype]]  # optional input -> (input to copy the shape of, dtype)
 
 
+def config_dtype(data_type: int) -> torch.dtype:
+    """The torch dtype of a config tensor's `data_type`."""
+    return DATATYPES[CONFIG_TO_WIRE[mc.DataType.Name(data_type)]][1]
+
+
 def make_binding(program: torch.export.ExportedProgram, config: mc.ModelConfig) -> Binding:
     """Work out once, at load, how a batch dict becomes call arguments."""
     in_spec = program.call_spec.in_spec
@@ -42,7 +47,7 @@ def make_binding(program: torch.export.ExportedProgram, config: mc.ModelConfig) 
             twin = next((t.name for t in config.input if not t.optional and list(t.dims) == list(tensor.dims)), None)
             if twin is None:
                 raise ValueError(f"optional input {tensor.name!r} has no required input of the same dims to copy")
-            fill[tensor.name] = (twin, DATATYPES[CONFIG_TO_WIRE[mc.DataType.Name(tensor.data_type)]][1])
+            fill[tensor.name] = (twin, config_dtype(tensor.data_type))
     return Binding(positional, keyword, tuple(t.name for t in config.output), fill)
 
 

@@ -14,6 +14,7 @@ opts a model out.
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Callable
@@ -21,8 +22,8 @@ from collections.abc import Callable
 import torch
 from tritonclient.grpc import model_config_pb2 as mc
 
-from server.runtime.binding import Binding
-from server.types import CONFIG_TO_WIRE, DATATYPES
+from server.runtime.base import example_shape
+from server.runtime.binding import Binding, call, config_dtype, fill_optional
 
 log = logging.getLogger("twofour.runtime.cpu")
 
@@ -31,6 +32,7 @@ TRACE_SHAPE = (2, 5)  # rows, variable-dim length used for tracing
 CHECK_SHAPES = ((1, 3), (3, 7))  # ...and for checking: every size differs from the traced one
 
 Forward = Callable[..., tuple[torch.Tensor, ...]]
+BatchForward = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 class _Flat(torch.nn.Module):
@@ -61,9 +63,8 @@ def example(config: mc.ModelConfig, order: tuple[str, ...], rows: int, length: i
     specs = {t.name: t for t in config.input}
     tensors = []
     for name in order:
-        spec = specs[name]
-        shape = ([rows] if config.max_batch_size > 0 else []) + [length if d == -1 else d for d in spec.dims]
-        dtype = DATATYPES[CONFIG_TO_WIRE[mc.DataType.Name(spec.data_type)]][1]
+        shape = example_shape(config, specs[name], rows, length)
+        dtype = config_dtype(specs[name].data_type)
         if dtype.is_floating_point:
             tensors.append(torch.randn(shape, generator=generator).to(dtype))
         else:
@@ -100,3 +101,27 @@ def trace(module: torch.nn.Module, binding: Binding, config: mc.ModelConfig) -> 
         log.info("%s: tracing did not hold, serving the exported graph: %s", config.name, reason)
         return None, f"exported graph (tracing did not hold: {reason})"
     return traced, "torchscript"
+
+
+def batch_forward(module: torch.nn.Module, binding: Binding, config: mc.ModelConfig) -> tuple[BatchForward, str]:
+    """Config-named inputs -> config-named outputs, traced when the trace holds; and how it runs.
+
+    A failing traced call is run again through the exported graph: TorchScript wraps the model's own error (an
+    IndexError, say) in a RuntimeError with an interpreter traceback, and the client should read the original.
+    """
+    exported: BatchForward = functools.partial(call, module, binding)
+    traced, how = trace(module, binding, config)
+    if traced is None:
+        return exported, how
+    order = input_order(binding)
+
+    def run(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        fill_optional(binding, batch)
+        try:  # the plain interpreter: no profiling executor re-specialising the graph for each new batch size
+            with torch.jit.optimized_execution(False):
+                values = traced(*(batch[name] for name in order))
+        except Exception:  # noqa: BLE001 - see above
+            return exported(batch)
+        return dict(zip(binding.outputs, values, strict=True))
+
+    return run, how

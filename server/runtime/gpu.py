@@ -21,8 +21,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 from server.artifacts import build_module, load_program, load_weights
 from server.errors import ErrorKind, ServingError
 from server.repository import PROGRAM_FILE, WEIGHTS_FILE
-from server.runtime.base import RuntimeDescription
-from server.runtime.binding import call, make_binding
+from server.runtime.base import RuntimeDescription, example_shape
+from server.runtime.binding import call, config_dtype, make_binding
 from server.runtime.gpu_bucket_check import ModelTimer, check_buckets
 from server.runtime.gpu_decision import (
     DEFAULT_MARGIN,
@@ -38,15 +38,10 @@ from server.runtime.gpu_graphs import Capture, GraphBuckets
 from server.runtime.gpu_layers import SparseFactory, install_switches
 from server.runtime.gpu_report import describe_gpu_model
 from server.runtime.gpu_rules import batch_sizes, cuda_graphs_problem, kernel_shape_problem, sequence_length
-from server.types import CONFIG_TO_WIRE, DATATYPES
 
 log = logging.getLogger("twofour.runtime.gpu")
 
 CUDA_WORDS = ("CUDA", "cuBLAS", "CUBLAS", "cuSPARSELt", "CUSPARSE", "cudnn", "CUDNN")
-
-
-def _config_dtype(data_type: int) -> torch.dtype:
-    return DATATYPES[CONFIG_TO_WIRE[mc.DataType.Name(data_type)]][1]
 
 
 class GpuRuntime:
@@ -63,7 +58,7 @@ class GpuRuntime:
         program = load_program(version_dir / PROGRAM_FILE)
         weights = load_weights(version_dir / WEIGHTS_FILE)
         self._binding = make_binding(program, config)
-        self._out_dtypes = {t.name: _config_dtype(t.data_type) for t in config.output}
+        self._out_dtypes = {t.name: config_dtype(t.data_type) for t in config.output}
         module = build_module(program, weights).to(device=device, dtype=dtype)
         self._module: torch.nn.Module | None = module
         self._graphs: GraphBuckets | None = None  # captured after the kernels are chosen
@@ -104,8 +99,7 @@ class GpuRuntime:
     def _example(self, batch: int) -> dict[str, torch.Tensor]:
         """Zero inputs of the config's shapes at `batch` rows; variable dims take the probe sequence length."""
         length = sequence_length(self._config)
-        lead = [batch] if self._config.max_batch_size > 0 else []
-        return {t.name: torch.zeros(lead + [length if d == -1 else d for d in t.dims], dtype=_config_dtype(t.data_type))
+        return {t.name: torch.zeros(example_shape(self._config, t, batch, length), dtype=config_dtype(t.data_type))
                 for t in self._config.input if not t.optional}
 
     def _probe(self) -> dict[str, dict[int, int]]:
