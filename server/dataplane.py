@@ -14,13 +14,14 @@ from typing import Any
 from tritonclient.grpc import model_config_pb2 as mc
 
 from server import __version__
+from server.admission import Admission, InFlight, int_param, requested_outputs, validate_inputs
 from server.batching.work import WorkItem
-from server.errors import ErrorKind, ServingError, as_serving_error, invalid, too_large, unavailable
-from server.input_spec import ModelSpec, SpecCache, wire_datatype
+from server.errors import ErrorKind, ServingError, as_serving_error, unavailable
+from server.input_spec import SpecCache, wire_datatype
 from server.metrics import Metrics, VersionStats
 from server.registry import Registry
 from server.settings import Settings
-from server.types import InferRequest, InferResponse, InferTensor, RequestedOutput, to_numpy, to_torch
+from server.types import InferRequest, InferResponse, InferTensor, to_numpy
 
 log = logging.getLogger("twofour.dataplane")
 
@@ -36,9 +37,7 @@ class DataPlane:
         self.shutting_down = False
         self.starting = True  # until the initial model loads finish
         self._specs = SpecCache()
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._in_flight = InFlight()
 
     # -- health and metadata ---------------------------------------------------------------------------
     def live(self) -> bool:
@@ -120,6 +119,22 @@ class DataPlane:
 
     # -- inference ---------------------------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:
+        """For transports on the event loop: admit, await the scheduler, answer."""
+        admission = self.admit(request)
+        try:
+            outputs = await admission.scheduler.infer(admission.item)
+        except BaseException as exc:
+            error = self.failed(admission, exc)
+            if error is exc or isinstance(exc, asyncio.CancelledError):
+                raise
+            raise error from exc
+        return self.respond(admission, outputs)
+
+    def admit(self, request: InferRequest) -> Admission:
+        """Resolve, bound and validate a request (from any thread); its WorkItem still needs a completion.
+
+        Raises ServingError, already recorded as that model's failure where the model is known.
+        """
         arrival = time.perf_counter_ns()
         if self.shutting_down:
             raise unavailable("server is shutting down; no new inference requests are accepted")
@@ -128,86 +143,49 @@ class DataPlane:
         assert config is not None
         version = str(loaded.version)
         recorder = self.metrics.recorder(request.model_name, version)
-        if self._in_flight >= self.settings.max_inflight_requests:
+        if not self._in_flight.enter(self.settings.max_inflight_requests):
             # Load shedding: the bound keeps memory and queueing delay finite whatever the models' queue policies.
             recorder.request_done(False, time.perf_counter_ns() - arrival, ErrorKind.UNAVAILABLE.value)
             raise unavailable(f"server is at its limit of {self.settings.max_inflight_requests} requests in "
                               "flight; retry later")
-        self._in_flight += 1
-        self._idle.clear()
         try:
             spec = self._specs.get(config)
-            inputs, rows = self._validate_inputs(request, spec)
-            wanted = self._requested_outputs(request, spec)
+            inputs, rows = validate_inputs(request, spec, self.settings.max_request_elements)
             item = WorkItem(inputs=inputs, rows=rows, arrival_ns=arrival,
-                            future=asyncio.get_running_loop().create_future(),
-                            priority=_int_param(request.parameters, "priority"),
-                            timeout_ns=_int_param(request.parameters, "timeout") * 1000)
-            outputs = await loaded.scheduler.infer(item)
-            response = InferResponse(model_name=request.model_name, model_version=version, id=request.id,
-                                     outputs=[])
-            for out in wanted:
+                            priority=int_param(request.parameters, "priority"),
+                            timeout_ns=int_param(request.parameters, "timeout") * 1000)
+            return Admission(request, version, recorder, loaded.scheduler, item,
+                             requested_outputs(request, spec))
+        except BaseException as exc:
+            self._in_flight.leave()
+            error = as_serving_error(exc)
+            recorder.request_done(False, time.perf_counter_ns() - arrival, error.kind.value)
+            raise error from (None if error is exc else exc)
+
+    def respond(self, admission: Admission, outputs: dict[str, Any]) -> InferResponse:
+        """The answer to an admitted request, recorded as a success (from any thread)."""
+        request = admission.request
+        try:
+            response = InferResponse(model_name=request.model_name, model_version=admission.version,
+                                     id=request.id, outputs=[])
+            for out in admission.wanted:
                 array, datatype = to_numpy(outputs[out.name])
                 response.outputs.append(InferTensor(out.name, datatype, tuple(array.shape), array, out.parameters))
-            recorder.request_done(True, time.perf_counter_ns() - arrival)
-            return response
         except BaseException as exc:
-            error = ServingError(ErrorKind.CANCELLED, "request cancelled by the client") \
-                if isinstance(exc, asyncio.CancelledError) else as_serving_error(exc)
-            recorder.request_done(False, time.perf_counter_ns() - arrival, error.kind.value)
-            if error.kind == ErrorKind.INTERNAL:
-                log.exception("inference on %s failed", request.model_name)
-            if error is exc or isinstance(exc, asyncio.CancelledError):
-                raise
-            raise error from exc
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+            raise self.failed(admission, exc) from exc
+        admission.recorder.request_done(True, time.perf_counter_ns() - admission.item.arrival_ns)
+        self._in_flight.leave()
+        return response
 
-    def _validate_inputs(self, request: InferRequest, spec: ModelSpec) -> tuple[dict[str, Any], int]:
-        seen: dict[str, Any] = {}
-        rows = 1
-        total = 0
-        for tensor in request.inputs:
-            expected = spec.inputs.get(tensor.name)
-            if expected is None:
-                raise invalid(f"unexpected input {tensor.name!r} for model {spec.name!r}; "
-                              f"expected {sorted(spec.inputs)}")
-            if tensor.name in seen:
-                raise invalid(f"input {tensor.name!r} appears more than once")
-            if tensor.datatype != expected.datatype:
-                raise invalid(f"input {tensor.name!r}: datatype {tensor.datatype} "
-                              f"does not match the model's {expected.datatype}")
-            shape = list(tensor.shape)
-            want = expected.want
-            if len(shape) != len(want) or any(w != -1 and w != s for w, s in zip(want, shape, strict=True)) or \
-                    any(s < 0 for s in shape):
-                raise invalid(f"input {tensor.name!r}: shape {shape} does not match the model's {list(want)}")
-            if spec.batched:
-                if not 1 <= shape[0] <= spec.max_batch_size:
-                    raise invalid(f"input {tensor.name!r}: batch size {shape[0]} is outside 1..{spec.max_batch_size}")
-                if seen and shape[0] != rows:
-                    raise invalid(f"input {tensor.name!r}: batch size {shape[0]} differs from other inputs' {rows}")
-                rows = shape[0]
-            total += tensor.data.size
-            if total > self.settings.max_request_elements:
-                raise too_large(f"request holds more than {self.settings.max_request_elements} tensor elements")
-            seen[tensor.name] = to_torch(tensor.data.reshape(shape), expected.datatype)
-        missing = [n for n in spec.required if n not in seen]
-        if missing:
-            raise invalid(f"model {spec.name!r} requires inputs {missing} that the request did not send")
-        return seen, rows
-
-    @staticmethod
-    def _requested_outputs(request: InferRequest, spec: ModelSpec) -> list[Any]:
-        if not request.outputs:
-            return [RequestedOutput(n) for n in spec.outputs]
-        for out in request.outputs:
-            if out.name not in spec.outputs:
-                raise invalid(f"unknown output {out.name!r} requested from model {spec.name!r}; "
-                              f"it has {list(spec.outputs)}")
-        return request.outputs
+    def failed(self, admission: Admission, exc: BaseException) -> ServingError:
+        """Record an admitted request's failure (a cancel included) and return the error its client gets."""
+        error = ServingError(ErrorKind.CANCELLED, "request cancelled by the client") \
+            if isinstance(exc, asyncio.CancelledError) else as_serving_error(exc)
+        admission.recorder.request_done(False, time.perf_counter_ns() - admission.item.arrival_ns, error.kind.value)
+        self._in_flight.leave()
+        if error.kind == ErrorKind.INTERNAL:
+            log.error("inference on %s failed", admission.request.model_name, exc_info=exc)
+        return error
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def begin_shutdown(self) -> None:
@@ -215,15 +193,4 @@ class DataPlane:
 
     async def drain(self, timeout: float) -> bool:
         """Wait until no request is in flight; False when `timeout` passed first."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
-
-
-def _int_param(parameters: dict[str, Any], name: str) -> int:
-    value = parameters.get(name, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise invalid(f"request parameter {name!r} must be a non-negative integer, got {value!r}")
-    return value
+        return await asyncio.to_thread(self._in_flight.wait_idle, timeout)

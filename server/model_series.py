@@ -82,7 +82,7 @@ class Buckets:
 
 
 class Level:
-    """The pending-requests gauge: changed only on the event loop, read at scrape time."""
+    """The pending-requests gauge: changed only under its scheduler's lock, read at scrape time."""
 
     __slots__ = ("value",)
 

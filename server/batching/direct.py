@@ -1,59 +1,45 @@
-"""No dynamic batching: every request runs alone, at most `instance_count` at a time, off the event loop."""
+"""No dynamic batching: every request runs alone, in arrival order, at most `instance_count` at a time."""
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections import deque
 
-import torch
-
-from server.batching.threads import compute_executor
+from server.batching.clock import Clock, MonotonicClock
+from server.batching.instances import Execution, InstanceScheduler, Rejected
 from server.batching.work import WorkItem
-from server.errors import ErrorKind, ServingError
 from server.metrics import ModelRecorder
 from server.runtime.base import Runtime
 
 
-class DirectScheduler:
-    """One execution per request; the semaphore bounds concurrency to the configured instance count."""
+class DirectScheduler(InstanceScheduler):
+    """One execution per request; requests wait in a FIFO while every instance is busy."""
 
-    def __init__(self, runtime: Runtime, recorder: ModelRecorder, instances: int) -> None:
-        self._runtime = runtime
-        self._recorder = recorder
-        self._slots = asyncio.Semaphore(instances)
-        self._executor = compute_executor(instances, "twofour-exec")
-        self._pending = 0
-        self._closed = False
+    def __init__(self, runtime: Runtime, recorder: ModelRecorder, instances: int,
+                 clock: Clock | None = None) -> None:
+        super().__init__(runtime, recorder, instances, clock or MonotonicClock(), "twofour-exec")
+        self._queue: deque[WorkItem] = deque()
 
-    def pending(self) -> int:
-        return self._pending
+    def _enqueue_locked(self, item: WorkItem, now_ns: int) -> None:
+        item.queue_start_ns = now_ns
+        self._queue.append(item)
 
-    def _execute(self, item: WorkItem) -> tuple[dict[str, torch.Tensor], int, int, int]:
+    def _withdraw_locked(self, item: WorkItem) -> bool:
+        try:
+            self._queue.remove(item)
+        except ValueError:
+            return False
+        return True
+
+    def _next_locked(self, now_ns: int, take: bool) -> tuple[list[WorkItem], Rejected, int | None]:
+        if not self._queue:
+            return [], [], None
+        return [self._queue.popleft() if take else self._queue[0]], [], None
+
+    def _execute(self, items: list[WorkItem]) -> Execution:
+        [item] = items
         start = time.perf_counter_ns()
         outputs = self._runtime.infer(item.inputs)
         infer_end = time.perf_counter_ns()
         outputs = {name: t.contiguous() for name, t in outputs.items()}
-        return outputs, 0, infer_end - start, time.perf_counter_ns() - infer_end
-
-    async def infer(self, item: WorkItem) -> dict[str, torch.Tensor]:
-        if self._closed:
-            raise ServingError(ErrorKind.UNAVAILABLE, "model is unloading; request refused")
-        self._pending += 1
-        self._recorder.pending.inc()
-        try:
-            async with self._slots:
-                queue_ns = time.perf_counter_ns() - item.arrival_ns
-                loop = asyncio.get_running_loop()
-                outputs, in_ns, infer_ns, out_ns = await loop.run_in_executor(self._executor, self._execute, item)
-            self._recorder.request_computed(queue_ns, in_ns, infer_ns, out_ns)
-            self._recorder.batch_executed(item.rows, in_ns, infer_ns, out_ns)
-            return outputs
-        finally:
-            self._pending -= 1
-            self._recorder.pending.dec()
-
-    async def close(self) -> None:
-        self._closed = True
-        while self._pending:
-            await asyncio.sleep(0.01)
-        self._executor.shutdown(wait=True)
+        return [outputs], 0, infer_end - start, time.perf_counter_ns() - infer_end

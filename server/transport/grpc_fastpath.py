@@ -1,32 +1,40 @@
 """The server side of the gRPC front process (native or python): ModelInfer calls arriving from it as frames.
 
-Each CALL runs as its own task through `InferenceServicer.infer`, the method the in-process gRPC transport calls,
-so decoding, validation, the batcher and the error table are one code path for both modes. A CANCEL cancels
-that task: the request leaves the batcher queue exactly as on a gRPC cancel or an expired deadline. A failure
-answers with the status and message the in-process transport would have sent, and an undecodable request with
-the same INVALID_ARGUMENT text as its decode guard.
+Why threads and not the event loop: a call that went through asyncio paid one loop iteration per hand-off
+(frame read, task start, batcher wake-up, compute hand-off, delivery, encode, send: about seven, each an epoll
+round and often a cross-CPU wake-up). Here each front connection has a reader thread that decodes and admits a
+call and submits it to the model's scheduler at once; the compute thread that ran the batch encodes the replies
+and sends them, one send per batch. The loop is not on the path at all.
+
+Decoding, validation, the scheduler and the error table are the dataplane's, as for every transport. A CANCEL
+withdraws the call's request from the scheduler's queue (or drops its answer if it is already computing), exactly
+as a gRPC cancel does inline. A failure answers with the status and message the in-process transport would have
+sent, and an undecodable request with the same INVALID_ARGUMENT text as its decode guard.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
+import socket
+import threading
+from collections.abc import Callable
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb
 
-from server.transport.grpc import InferenceServicer, status_of
+from server.admission import Admission
+from server.codec.grpc_tensors import decode_infer_request, encode_infer_response
+from server.dataplane import DataPlane
+from server.errors import ServingError
+from server.transport.grpc import status_of
 from server.transport.grpc_decode import Undecodable
-from server.transport.grpc_frames import CALL, CANCEL, REPLY, CoalescingWriter, Frame, pack, read_frame
+from server.transport.grpc_frames import CALL, CANCEL, HEADER, REPLY, pack
 
 log = logging.getLogger("twofour.grpc.fastpath")
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
-
-
-def _forget(calls: dict[int, asyncio.Task[None]], call_id: int, _: object) -> None:
-    calls.pop(call_id, None)
+READ_BUFFER = 256 * 1024
 
 
 def code_number(code: grpc.StatusCode) -> int:
@@ -34,56 +42,198 @@ def code_number(code: grpc.StatusCode) -> int:
 
 
 class FastPath:
-    """Serves the front process's connections on a Unix socket (one per front process, many calls each)."""
+    """Accepts the front process's connections on a Unix socket (on the loop: rare); each gets a FrontLink."""
 
-    def __init__(self, servicer: InferenceServicer, frame_limit: int) -> None:
-        self._servicer = servicer
+    def __init__(self, dataplane: DataPlane, frame_limit: int) -> None:
+        self.dataplane = dataplane
         self._limit = frame_limit
+        self._listener: socket.socket | None = None
+        self._links: set[FrontLink] = set()
 
-    async def start(self, path: str) -> asyncio.AbstractServer:
-        return await asyncio.start_unix_server(self._connection, path)
+    async def start(self, path: str) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(8)
+        listener.setblocking(False)
+        asyncio.get_running_loop().add_reader(listener, self._accept)
+        self._listener = listener
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        calls: dict[int, asyncio.Task[None]] = {}
-        loop = asyncio.get_running_loop()
-        replies = CoalescingWriter(writer)
+    def _accept(self) -> None:
+        assert self._listener is not None
         try:
-            while (frame := await read_frame(reader, self._limit)) is not None:
-                if frame.kind == CALL:
-                    task = loop.create_task(self._answer(frame, replies))
-                    calls[frame.call_id] = task
-                    task.add_done_callback(functools.partial(_forget, calls, frame.call_id))
-                elif frame.kind == CANCEL and frame.call_id in calls:
-                    calls[frame.call_id].cancel()
-        except ConnectionError as exc:
+            connection, _ = self._listener.accept()
+        except BlockingIOError:
+            return
+        connection.setblocking(True)
+        link = FrontLink(connection, self.dataplane, self._limit, self._links.discard)
+        self._links.add(link)
+        threading.Thread(target=link.serve, name="twofour-grpc-link", daemon=True).start()
+
+    def close(self) -> None:
+        """Stop accepting and end every connection (their calls are cancelled)."""
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener)
+            self._listener.close()
+            self._listener = None
+        for link in list(self._links):
+            link.shut()
+
+
+class FrontLink:
+    """One connection from the front: its reader thread, its calls in flight, and its reply channel."""
+
+    def __init__(self, connection: socket.socket, dataplane: DataPlane, limit: int,
+                 forget: Callable[[FrontLink], None]) -> None:
+        self._socket = connection
+        self.dataplane = dataplane
+        self._limit = limit
+        self._forget = forget
+        self._calls: dict[int, FrameCompletion] = {}
+        self._lock = threading.Lock()  # guards _pending
+        self._send_lock = threading.Lock()  # keeps each flush's bytes together on the socket
+        self._pending: list[bytes] = []
+
+    def serve(self) -> None:
+        """The reader thread: frames until the front closes the connection, then every open call is cancelled."""
+        stream = self._socket.makefile("rb", buffering=READ_BUFFER)
+        try:
+            while True:
+                header = stream.read(HEADER.size)
+                if len(header) < HEADER.size:
+                    if header:
+                        log.error("gRPC front connection broken: closed in the middle of a frame")
+                    return
+                length, call_id, kind, _ = HEADER.unpack(header)
+                if length > self._limit:
+                    log.error("gRPC front connection broken: frame of %d bytes exceeds the %d-byte limit",
+                              length, self._limit)
+                    return
+                payload = stream.read(length) if length else b""
+                if len(payload) < length:
+                    log.error("gRPC front connection broken: closed in the middle of a frame")
+                    return
+                if kind == CALL:
+                    self._call(call_id, payload)
+                elif kind == CANCEL:
+                    self.cancel(call_id)
+        except OSError as exc:
             log.error("gRPC front connection broken: %s", exc)
         finally:
-            for task in list(calls.values()):  # the front is gone, and with it every client of these calls
-                task.cancel()
-            writer.close()
+            for call_id in list(self._calls):  # the front is gone, and with it every client of these calls
+                self.cancel(call_id)
+            stream.close()
+            self._socket.close()
+            self._forget(self)
 
-    async def _answer(self, frame: Frame, writer: CoalescingWriter) -> None:
+    def shut(self) -> None:
+        """Wake the reader thread with an end of stream (server stop)."""
         try:
-            request = pb.ModelInferRequest.FromString(frame.payload)
+            self._socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _call(self, call_id: int, payload: bytes) -> None:
+        try:
+            request = pb.ModelInferRequest.FromString(payload)
         except Exception as exc:  # noqa: BLE001 - any decode failure is the sender's fault
             bad = Undecodable(METHOD, f"{type(exc).__name__}: {exc}"[:200])
-            reply = pack(REPLY, frame.call_id, bad.message().encode(), code_number(grpc.StatusCode.INVALID_ARGUMENT))
-        else:
-            try:
-                body = (await self._servicer.infer(request)).SerializeToString()
-            except Exception as exc:  # CancelledError (a CANCEL frame) is a BaseException: no answer is owed
-                error = status_of(exc, "ModelInfer")
-                reply = pack(REPLY, frame.call_id, error.message.encode(), code_number(error.status.grpc))
-            else:
-                reply = self._within_limit(frame.call_id, body)
-        if not writer.is_closing():
-            writer.write(reply)
+            self.send(pack(REPLY, call_id, bad.message().encode(), code_number(grpc.StatusCode.INVALID_ARGUMENT)))
+            return
+        admission: Admission | None = None
+        try:
+            decoded = decode_infer_request(request, self.dataplane.settings.max_request_elements)
+            admission = self.dataplane.admit(decoded)
+            completion = FrameCompletion(self, call_id, admission)
+            admission.item.completion = completion
+            self._calls[call_id] = completion
+            admission.scheduler.submit(admission.item)
+        except Exception as exc:  # refused at once: answer now, keep reading
+            self._calls.pop(call_id, None)
+            if admission is not None:  # admitted, then refused by the scheduler (e.g. its queue is full)
+                exc = self.dataplane.failed(admission, exc)
+            self.send(self.error_frame(call_id, exc))
 
-    def _within_limit(self, call_id: int, body: bytes) -> bytes:
-        """A response over the message limit fails that call alone with RESOURCE_EXHAUSTED, as grpc does inline;
-        sent as is, it would break the connection and every other call on it."""
+    def cancel(self, call_id: int) -> None:
+        completion = self._calls.pop(call_id, None)
+        if completion is None:
+            return  # answered already (its reply and this cancel crossed), or never known
+        completion.cancel()
+        if completion.admission.scheduler.cancel(completion.admission.item):  # still queued: it never runs
+            self.dataplane.failed(completion.admission, asyncio.CancelledError())
+
+    # -- replies ------------------------------------------------------------------------------------------------
+    def reply(self, call_id: int, admission: Admission, outputs: dict) -> bytes:
+        try:
+            body = encode_infer_response(self.dataplane.respond(admission, outputs)).SerializeToString()
+        except Exception as exc:
+            return self.error_frame(call_id, exc)
         if len(body) <= self._limit:
             return pack(REPLY, call_id, body)
+        # over the limit it fails this call alone with RESOURCE_EXHAUSTED, as grpc does inline; sent as is, it
+        # would break the connection and every other call on it
         message = (f"response of {len(body)} bytes exceeds the {self._limit}-byte gRPC message limit "
                    "(--max-request-bytes plus 64 KiB)")
         return pack(REPLY, call_id, message.encode(), code_number(grpc.StatusCode.RESOURCE_EXHAUSTED))
+
+    @staticmethod
+    def error_frame(call_id: int, exc: Exception) -> bytes:
+        error = exc if isinstance(exc, ServingError) else status_of(exc, "ModelInfer")
+        return pack(REPLY, call_id, error.message.encode(), code_number(error.status.grpc))
+
+    def forget(self, call_id: int) -> bool:
+        """Whether the call was still open (not cancelled); it is closed either way."""
+        return self._calls.pop(call_id, None) is not None
+
+    def put(self, frame: bytes) -> None:
+        with self._lock:
+            self._pending.append(frame)
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if pending:
+            with self._send_lock:
+                try:
+                    self._socket.sendall(b"".join(pending))
+                except OSError as exc:  # the front is gone: its reader thread cancels what is left
+                    log.warning("gRPC front connection lost while replying: %s", exc)
+
+    def send(self, frame: bytes) -> None:
+        self.put(frame)
+        self.flush()
+
+
+class FrameCompletion:
+    """A call's Completion: its reply frame goes to the link, sent with the rest of its batch."""
+
+    __slots__ = ("_link", "_call_id", "admission", "_cancelled")
+
+    def __init__(self, link: FrontLink, call_id: int, admission: Admission) -> None:
+        self._link, self._call_id, self.admission = link, call_id, admission
+        self._cancelled = False
+
+    @property
+    def channel(self) -> FrontLink:
+        return self._link
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def resolve(self, outputs: dict) -> None:
+        if not self._gone():
+            self._link.put(self._link.reply(self._call_id, self.admission, outputs))
+
+    def reject(self, error: BaseException) -> None:
+        if not self._gone():
+            failure = self._link.dataplane.failed(self.admission, error)
+            self._link.put(self._link.error_frame(self._call_id, failure))
+
+    def _gone(self) -> bool:
+        """True (and recorded as cancelled) when the call was cancelled before its answer: nobody waits for it."""
+        if self._link.forget(self._call_id) or not self._cancelled:
+            return False
+        self._link.dataplane.failed(self.admission, asyncio.CancelledError())
+        return True

@@ -1,8 +1,8 @@
 """`--grpc-frontend native|python|auto`, the server's side: start the gRPC front process, restart it, stop it in order.
 
 The server keeps its gRPC service (every method, unchanged) on a private Unix socket and answers ModelInfer
-frames on a second one (grpc_fastpath.py); the front process (native/grpc_front/ or grpc_front.py,
-chosen by grpc_front_command.py) owns the public port. Lifecycle:
+frames on a second one (grpc_fastpath.py, on threads of its own); the front process (native/grpc_front/ or
+grpc_front.py, chosen by grpc_front_command.py) owns the public port. Lifecycle:
 - start: the sockets first, then the front, whose first stdout line says the port it bound (or why it could
   not: the server then fails to start, as it does when it cannot bind the port itself);
 - a front that dies while the server runs is logged and started again on the same port; more than
@@ -28,7 +28,7 @@ import grpc
 from server.dataplane import DataPlane
 from server.repository_control import RepositoryControl
 from server.settings import Settings
-from server.transport.grpc import MESSAGE_HEADROOM, InferenceServicer, bind_address, create_grpc_server
+from server.transport.grpc import MESSAGE_HEADROOM, bind_address, create_grpc_server
 from server.transport.grpc_fastpath import FastPath
 from server.transport.grpc_front_command import front_command
 
@@ -50,8 +50,7 @@ class GrpcFrontend:
         self._relay_socket, self._fast_socket = self._dir / "grpc.sock", self._dir / "infer.sock"
         self._relay, _ = create_grpc_server(dataplane, control, settings, address=f"unix:{self._relay_socket}")
         self._message_limit = settings.max_request_bytes + MESSAGE_HEADROOM  # as the inline server's options
-        self._fast = FastPath(InferenceServicer(dataplane, control), self._message_limit)
-        self._fast_server: asyncio.AbstractServer | None = None
+        self._fast = FastPath(dataplane, self._message_limit)
         self._process: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._deaths: list[float] = []
@@ -67,7 +66,7 @@ class GrpcFrontend:
 
     async def start(self) -> int:
         await self._relay.start()
-        self._fast_server = await self._fast.start(str(self._fast_socket))
+        await self._fast.start(str(self._fast_socket))
         try:
             self.port = await self._spawn(self._settings.grpc_port)
         except OSError:
@@ -142,7 +141,6 @@ class GrpcFrontend:
                 log.warning("gRPC front process %d ignored SIGTERM; killing it", process.pid)
                 process.kill()
                 await process.wait()
-        if self._fast_server is not None:
-            self._fast_server.close()
+        self._fast.close()
         await self._relay.stop(grace=grace)
         shutil.rmtree(self._dir, ignore_errors=True)

@@ -59,13 +59,12 @@ def item(tag: float, rows: int = 1, width: int = 3, priority: int = 0, timeout_u
     """A request whose rows all start with `tag`, so a test can see where each request's rows went."""
     x = torch.full((rows, width), float(tag))
     x[:, 1:] = torch.arange(rows, dtype=torch.float32).unsqueeze(1)
-    return WorkItem(inputs={"x": x}, rows=rows, arrival_ns=time.perf_counter_ns(),
-                    future=asyncio.get_running_loop().create_future(), priority=priority,
+    return WorkItem(inputs={"x": x}, rows=rows, arrival_ns=time.perf_counter_ns(), priority=priority,
                     timeout_ns=timeout_us * 1000)
 
 
 async def settle(rounds: int = 20) -> None:
-    """Let every ready task on the loop run (scheduling decisions are loop-only, no threads involved)."""
+    """Let every ready task on the loop run (a submit decides its batch at once, in the submitting thread)."""
     for _ in range(rounds):
         await asyncio.sleep(0)
 

@@ -10,7 +10,7 @@ from server.batching.work import WorkItem
 
 def entry(rows: int = 1, start_ns: int = 0, width: int = 3, loop: asyncio.AbstractEventLoop | None = None) -> Entry:
     x = torch.zeros(rows, width)
-    work = WorkItem(inputs={"x": x}, rows=rows, arrival_ns=start_ns, future=None, queue_start_ns=start_ns)  # type: ignore[arg-type]
+    work = WorkItem(inputs={"x": x}, rows=rows, arrival_ns=start_ns, queue_start_ns=start_ns)  # type: ignore[arg-type]
     return Entry(work, work.shape_key(), 0)
 
 

@@ -1,69 +1,203 @@
 """The server side of the front-process hot path (server/transport/grpc_fastpath.py) on a real Unix socket.
 
-The servicer is a stand-in with the one method the fast path calls (`infer`); everything between the socket and
-it -- framing, decoding, the error table, cancellation, the size limit -- is the real code."""
+Real frames in, real frames out, through the real dataplane, registry, schedulers and CPU runtimes of two exported
+models; the only addition is a gate in front of one runtime, so the test decides when its first request may
+finish and "the second one is queued" is certain.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 from pathlib import Path
+from typing import Any
 
 import grpc
+import numpy as np
+import pytest
+import torch
 from tritonclient.grpc import service_pb2 as pb
 
-from server.errors import ErrorKind, ServingError
+from server.dataplane import DataPlane
+from server.metrics import Metrics
+from server.registry import Registry
+from server.runtime.select import create_runtime
+from server.settings import Settings
 from server.transport.grpc_fastpath import FastPath, code_number
-from server.transport.grpc_frames import CALL, CANCEL, REPLY, Frame, pack, read_frame
-
-LIMIT = 1000
-
-
-class StandInServicer:
-    def __init__(self) -> None:
-        self.cancelled = asyncio.Event()
-
-    async def infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        if request.model_name == "big":
-            return pb.ModelInferResponse(raw_output_contents=[b"x" * (LIMIT + 1)])
-        if request.model_name == "missing":
-            raise ServingError(ErrorKind.NOT_FOUND, "unknown model: 'missing'")
-        if request.model_name == "slow":
-            try:
-                await asyncio.sleep(30)
-            except asyncio.CancelledError:
-                self.cancelled.set()
-                raise
-        return pb.ModelInferResponse(model_name=request.model_name)
+from server.transport.grpc_frames import CALL, CANCEL, HEADER, REPLY, Frame, pack
+from tests.support.models import EMBED_CONFIG, MLP_CONFIG, Embed, SmallMLP, write_model
 
 
-def call(name: str) -> bytes:
-    return pb.ModelInferRequest(model_name=name).SerializeToString()
+class GatedRuntime:
+    def __init__(self, inner: Any, gate: threading.Event) -> None:
+        self._inner, self._gate = inner, gate
+        self.calls = 0
+
+    def infer(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        assert self._gate.wait(30), "test never opened the gate"
+        return self._inner.infer(batch)
+
+    def describe(self) -> Any:
+        return self._inner.describe()
+
+    def close(self) -> None:
+        self._inner.close()
 
 
-async def scenario(socket_path: str) -> tuple[list[Frame], bool]:
-    servicer = StandInServicer()
-    server = await FastPath(servicer, LIMIT).start(socket_path)  # type: ignore[arg-type]
-    reader, writer = await asyncio.open_unix_connection(socket_path)
-    writer.write(pack(CALL, 1, call("slow")) + pack(CALL, 2, call("big")) + pack(CALL, 3, b"\xff\xff\xff")
-                 + pack(CALL, 4, call("missing")))
-    replies = [await read_frame(reader, 10 * LIMIT) for _ in range(3)]
-    writer.write(pack(CANCEL, 1) + pack(CALL, 5, call("ok")))
-    replies.append(await read_frame(reader, 10 * LIMIT))
-    cancelled = await asyncio.wait_for(servicer.cancelled.wait(), 5) or servicer.cancelled.is_set()
-    writer.close()
-    server.close()
-    return [r for r in replies if r is not None], cancelled
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    root = tmp_path_factory.mktemp("fastpath")
+    module = SmallMLP(seed=5)
+    write_model(root, "mlp", module, (torch.randn(2, 16),),
+                MLP_CONFIG.format(name="mlp", extra="dynamic_batching { }"))
+    write_model(root, "embed", Embed(), (torch.zeros(2, 3, dtype=torch.int64),), EMBED_CONFIG)
+    return root, module
 
 
-def test_each_call_gets_its_own_answer_and_a_cancel_drops_the_call(tmp_path: Path) -> None:
-    replies, cancelled = asyncio.run(scenario(str(tmp_path / "infer.sock")))
-    by_id = {r.call_id: r for r in replies}
-    assert all(r.kind == REPLY for r in replies) and set(by_id) == {2, 3, 4, 5}  # none for the cancelled call 1
-    assert by_id[2].status == code_number(grpc.StatusCode.RESOURCE_EXHAUSTED)
-    assert f"exceeds the {LIMIT}-byte gRPC message limit" in by_id[2].payload.decode()
-    assert by_id[3].status == code_number(grpc.StatusCode.INVALID_ARGUMENT)
-    assert "ModelInfer is not a valid protobuf message" in by_id[3].payload.decode()
-    assert by_id[4].status == code_number(grpc.StatusCode.NOT_FOUND)
-    assert by_id[4].payload.decode() == "unknown model: 'missing'"
-    assert by_id[5].status == 0 and pb.ModelInferResponse.FromString(by_id[5].payload).model_name == "ok"
-    assert cancelled
+def mlp_call(data: np.ndarray, request_id: str) -> bytes:
+    request = pb.ModelInferRequest(model_name="mlp", id=request_id, raw_input_contents=[data.tobytes()])
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=list(data.shape))
+    return request.SerializeToString()
+
+
+def embed_call(rows: int) -> bytes:
+    index = np.zeros((rows, 3), np.int64)
+    request = pb.ModelInferRequest(model_name="embed", raw_input_contents=[index.tobytes()])
+    request.inputs.add(name="INDEX", datatype="INT64", shape=[rows, 3])
+    return request.SerializeToString()
+
+
+def read_frame(sock: socket.socket) -> Frame:
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            assert chunk, "the server closed the connection"
+            data += chunk
+        return data
+
+    length, call_id, kind, status = HEADER.unpack(exactly(HEADER.size))
+    return Frame(kind, call_id, status, exactly(length) if length else b"")
+
+
+async def until(predicate: Any, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
+
+
+def test_calls_answer_by_id_refusals_at_once_and_a_cancelled_call_never_runs(
+        repository: tuple[Path, torch.nn.Module], tmp_path: Path) -> None:
+    root, module = repository
+    data = np.random.default_rng(1).standard_normal((2, 16)).astype(np.float32)
+    limit = max(len(embed_call(4)), len(mlp_call(data, "second"))) + 16  # 4 embed rows fit, their reply does not
+
+    async def main() -> tuple[dict[int, Frame], DataPlane, dict[str, GatedRuntime]]:
+        settings = Settings(model_repository=root, device="cpu")
+        metrics, gate = Metrics(), threading.Event()
+        runtimes: dict[str, GatedRuntime] = {}
+
+        def build(version_dir: Path, config: Any) -> Any:
+            inner = create_runtime(version_dir, config, "cpu")
+            if config.name != "mlp":
+                return inner
+            runtimes[config.name] = GatedRuntime(inner, gate)
+            return runtimes[config.name]
+
+        registry = Registry(root, metrics, build)
+        dataplane = DataPlane(registry, settings, metrics)
+        await registry.load_all()
+        dataplane.starting = False
+        fast = FastPath(dataplane, limit)
+        path = str(tmp_path / "infer.sock")
+        await fast.start(path)
+        front = socket.socket(socket.AF_UNIX)
+        await asyncio.to_thread(front.connect, path)
+        try:
+            front.sendall(pack(CALL, 1, mlp_call(data, "first")))
+            await until(lambda: runtimes["mlp"].calls == 1)  # holds the model's only instance
+            front.sendall(pack(CALL, 2, mlp_call(data, "second")) + pack(CALL, 3, b"\xff\xff\xff")
+                          + pack(CALL, 4, pb.ModelInferRequest(model_name="missing").SerializeToString())
+                          + pack(CALL, 5, embed_call(4)) + pack(CALL, 6, embed_call(1)))
+            replies = {}
+            for _ in range(4):  # 3, 4, 5 and 6 answer while 1 and 2 wait for the gate
+                frame = await asyncio.to_thread(read_frame, front)
+                replies[frame.call_id] = frame
+            scheduler = registry.resolve("mlp")[1].scheduler
+            assert scheduler.pending() == 2
+            front.sendall(pack(CANCEL, 2))
+            await until(lambda: scheduler.pending() == 1)  # withdrawn from the queue
+            gate.set()
+            frame = await asyncio.to_thread(read_frame, front)
+            replies[frame.call_id] = frame
+        finally:
+            gate.set()
+            front.close()
+            fast.close()
+            await registry.close()
+        return replies, dataplane, runtimes
+
+    replies, dataplane, runtimes = asyncio.run(main())
+    assert set(replies) == {1, 3, 4, 5, 6} and all(r.kind == REPLY for r in replies.values())
+    first = pb.ModelInferResponse.FromString(replies[1].payload)
+    assert replies[1].status == 0 and first.id == "first"
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(data)).numpy()
+    np.testing.assert_allclose(np.frombuffer(first.raw_output_contents[0], np.float32).reshape(2, 4), expected,
+                               rtol=1e-5, atol=1e-6)
+    assert replies[3].status == code_number(grpc.StatusCode.INVALID_ARGUMENT)
+    assert "ModelInfer is not a valid protobuf message" in replies[3].payload.decode()
+    assert replies[4].status == code_number(grpc.StatusCode.NOT_FOUND)
+    assert "missing" in replies[4].payload.decode()
+    assert replies[5].status == code_number(grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert f"exceeds the {limit}-byte gRPC message limit" in replies[5].payload.decode()
+    assert replies[6].status == 0
+    assert runtimes["mlp"].calls == 1  # the cancelled second request was never computed
+    stats = dataplane.metrics.stats("mlp", "1")
+    assert stats is not None and stats.success.count == 1 and stats.fail.count == 1  # the cancel is a failure
+
+
+def test_a_front_that_goes_away_cancels_its_queued_calls(repository: tuple[Path, torch.nn.Module],
+                                                         tmp_path: Path) -> None:
+    root, _ = repository
+    data = np.ones((1, 16), np.float32)
+
+    async def main() -> int:
+        settings = Settings(model_repository=root, device="cpu")
+        metrics, gate = Metrics(), threading.Event()
+        runtimes: dict[str, GatedRuntime] = {}
+
+        def build(version_dir: Path, config: Any) -> Any:
+            runtimes[config.name] = GatedRuntime(create_runtime(version_dir, config, "cpu"), gate)
+            return runtimes[config.name]
+
+        registry = Registry(root, metrics, build)
+        dataplane = DataPlane(registry, settings, metrics)
+        await registry.load_all()
+        dataplane.starting = False
+        fast = FastPath(dataplane, 1 << 20)
+        path = str(tmp_path / "infer.sock")
+        await fast.start(path)
+        front = socket.socket(socket.AF_UNIX)
+        await asyncio.to_thread(front.connect, path)
+        scheduler = registry.resolve("mlp")[1].scheduler
+        try:
+            front.sendall(b"".join(pack(CALL, i, mlp_call(data, str(i))) for i in range(1, 5)))
+            await until(lambda: scheduler.pending() == 4 and runtimes["mlp"].calls == 1)
+            front.close()  # the front died: the three queued calls have nobody to answer
+            await until(lambda: scheduler.pending() == 1)
+            gate.set()
+            await until(lambda: scheduler.pending() == 0)
+            # three withdrawn, one computed for nobody: all four are recorded as cancelled
+            await until(lambda: dataplane.metrics.stats("mlp", "1").fail.count == 4)  # type: ignore[union-attr]
+            return runtimes["mlp"].calls
+        finally:
+            gate.set()
+            fast.close()
+            await registry.close()
+
+    assert asyncio.run(main()) == 1  # the queued calls were never computed
