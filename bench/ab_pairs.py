@@ -51,19 +51,22 @@ def main() -> None:
         parser.add_argument(f"--{side}-tree", type=Path, default=ROOT, help="source tree of this server")
         parser.add_argument(f"--{side}-flag", action="append", default=[], help="`twofour serve` argument")
         parser.add_argument(f"--{side}-label", default=side.upper())
+        parser.add_argument(f"--{side}-variant", default="", help="this side's VARIANTS key (default: --variant)")
     parser.add_argument("--variant", default="batched", help="a bench/serve_bench.py VARIANTS key")
     parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--pairs", type=int, default=6)
     args = parser.parse_args()
-    servers = [start(args.a_tree, args.variant, args.a_flag), start(args.b_tree, args.variant, args.b_flag)]
+    servers = [start(args.a_tree, args.a_variant or args.variant, args.a_flag),
+               start(args.b_tree, args.b_variant or args.variant, args.b_flag)]
     labels = [args.a_label, args.b_label]
     try:
         print(f"{args.protocol} c={args.concurrency}, {args.duration:.0f} s each, {args.pairs} pairs")
         print(f"{'pair':>4} {labels[0] + ' infer/s':>16} {labels[1] + ' infer/s':>16} {'ratio':>7} "
-              f"{labels[0] + ' p99':>12} {labels[1] + ' p99':>12}", flush=True)
-        ratios = []
+              f"{labels[0] + ' p50':>12} {labels[1] + ' p50':>12} {labels[0] + ' p99':>12} {labels[1] + ' p99':>12}",
+              flush=True)
+        ratios, p50_moves = [], []
         for pair in range(args.pairs):
             order = (0, 1) if pair % 2 == 0 else (1, 0)
             got: dict[int, Result] = {}
@@ -72,11 +75,13 @@ def main() -> None:
                 got[side] = one(urls[args.protocol], pid, args.protocol, args.concurrency, args.duration)
             ratio = got[1].infer_per_s / got[0].infer_per_s if got[0].infer_per_s else float("nan")
             ratios.append(ratio)
+            p50_moves.append(got[1].p50_ms - got[0].p50_ms)
             print(f"{pair + 1:>4} {got[0].infer_per_s:>16.0f} {got[1].infer_per_s:>16.0f} {ratio:>6.2f}x "
-                  f"{got[0].p99_ms:>12.2f} {got[1].p99_ms:>12.2f}", flush=True)
+                  f"{got[0].p50_ms:>12.2f} {got[1].p50_ms:>12.2f} {got[0].p99_ms:>12.2f} {got[1].p99_ms:>12.2f}",
+                  flush=True)
         wins = sum(r > 1 for r in ratios)
         print(f"{labels[1]} / {labels[0]}: median x{statistics.median(ratios):.2f}, ahead in {wins} of "
-              f"{len(ratios)} pairs")
+              f"{len(ratios)} pairs; p50 moved by {statistics.median(p50_moves):+.3f} ms (median)")
     finally:
         for launcher, _, _ in servers:
             launcher.terminate()  # serve_bench stops its server on SIGTERM
