@@ -2,7 +2,7 @@
 
 The batcher only ever asks two things of time: "what time is it" and "call me back at this deadline" (a partial
 batch waiting out `max_queue_delay_microseconds`). `MonotonicClock` answers them with the real monotonic clock
-and one timer thread; `ManualClock` lets tests move time by hand and observe exactly which batch forms when,
+and one timer thread per process; `ManualClock` lets tests move time by hand and observe exactly which batch forms when,
 without sleeping or racing the wall clock.
 """
 
@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 Callback = Callable[[], None]
+
+log = logging.getLogger("twofour.batching")
 
 
 class Timer(Protocol):
@@ -43,11 +46,11 @@ class _Scheduled:
         self.cancelled = True
 
 
-class MonotonicClock:
-    """Real time: `time.perf_counter_ns`, the clock the dataplane stamps arrivals with.
+class _TimerThread:
+    """One daemon thread per process that runs every MonotonicClock's callbacks at their deadlines.
 
-    Callbacks run on one daemon thread per clock, started on first use: a batcher arms at most one timer at a
-    time, so a thread per timer (threading.Timer) would be a thread start per waiting batch.
+    Why one for all: a batcher arms at most one timer at a time, and a thread per clock would outlive its batcher
+    (one more idle thread after every reload of a model with a queue delay).
     """
 
     def __init__(self) -> None:
@@ -55,9 +58,6 @@ class MonotonicClock:
         self._heap: list[tuple[int, int, _Scheduled]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
-
-    def now_ns(self) -> int:
-        return time.perf_counter_ns()
 
     def call_at(self, deadline_ns: int, callback: Callback) -> Timer:
         scheduled = _Scheduled(deadline_ns, callback)
@@ -77,7 +77,24 @@ class MonotonicClock:
                     self._cond.wait(wait)
                 _, _, due = heapq.heappop(self._heap)
             if not due.cancelled:
-                due.callback()
+                try:
+                    due.callback()
+                except Exception:  # one failing callback must not stop every batcher's timers
+                    log.exception("a batching timer callback failed")
+
+
+_TIMERS = _TimerThread()
+
+
+class MonotonicClock:
+    """Real time: `time.perf_counter_ns`, the clock the dataplane stamps arrivals with; callbacks run on the
+    process's one timer thread."""
+
+    def now_ns(self) -> int:
+        return time.perf_counter_ns()
+
+    def call_at(self, deadline_ns: int, callback: Callback) -> Timer:
+        return _TIMERS.call_at(deadline_ns, callback)
 
 
 class ManualClock:
