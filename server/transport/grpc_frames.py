@@ -50,11 +50,11 @@ async def read_frame(reader: asyncio.StreamReader, limit: int) -> Frame | None:
 class CoalescingWriter:
     """Frames written during one event-loop iteration leave together, in one send at its end.
 
-    Why: the replies of a batch complete together, and each send to the front costs a cross-CPU wakeup. One send
-    per frame was 14% of the server loop's busy time under gRPC load (py-spy, session 3); sending the first frame
-    of an iteration at once and the rest together still left the loop 23% of its time in `send` at c=8 (session
-    4), and deferring the first one too measured x1.09 at c=8 (4 of 4 alternating pairs), x1.01 at c=32 and x1.02
-    at c=1: the flush runs in the very next iteration, so a lone reply waits for nothing.
+    Used by the Python front process for its CALL and CANCEL frames. Why: each send to the other process costs a
+    cross-CPU wake-up. When the server's side still ran on its event loop (sessions 3-4), one send per reply frame
+    was 14% of the loop's busy time, and deferring even the first frame of an iteration measured x1.09 at c=8; the
+    flush runs in the very next iteration, so a lone frame waits for nothing. The server's side now sends one
+    buffer per batch from its compute thread (grpc_fastpath.py).
     """
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
