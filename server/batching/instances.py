@@ -19,7 +19,7 @@ from server.batching.clock import Clock, Timer
 from server.batching.completion import FutureCompletion, inbox_for
 from server.batching.threads import compute_executor
 from server.batching.work import Channel, Outputs, WorkItem
-from server.errors import ServingError, unavailable
+from server.errors import ErrorKind, ServingError, unavailable
 from server.metrics import ModelRecorder
 from server.runtime.base import Runtime
 
@@ -124,14 +124,19 @@ class InstanceScheduler:
         return 1, rejected
 
     def _take_locked(self) -> tuple[list[WorkItem], Rejected, int | None]:
-        """The live items of the next batch, taken off the queue (items whose client went away are dropped)."""
+        """The live items of the next batch, taken off the queue. An item whose client went away but was not
+        withdrawn (its cancel raced this take) is dropped and answered CANCELLED, so its caller still records it
+        once."""
         rejected: Rejected = []
         while True:
             batch, refused, wake_at = self._next_locked(self._clock.now_ns(), take=True)
             rejected += refused
-            live = [item for item in batch if not item.completion.cancelled()]  # type: ignore[union-attr]
-            if len(live) < len(batch):
-                self._answered_locked(len(batch) - len(live))
+            live = []
+            for item in batch:
+                if item.completion.cancelled():  # type: ignore[union-attr]
+                    rejected.append((item, ServingError(ErrorKind.CANCELLED, "request cancelled by the client")))
+                else:
+                    live.append(item)
             if live or not batch:
                 return live, rejected, wake_at
 

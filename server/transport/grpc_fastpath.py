@@ -157,9 +157,10 @@ class FrontLink:
         completion = self._calls.pop(call_id, None)
         if completion is None:
             return  # answered already (its reply and this cancel crossed), or never known
-        completion.cancel()
         if completion.admission.scheduler.cancel(completion.admission.item):  # still queued: it never runs
             self.dataplane.failed(completion.admission, asyncio.CancelledError())
+        else:  # taken for a batch already: its answer is dropped, and recorded as cancelled, when it comes
+            completion.cancel()
 
     # -- replies ------------------------------------------------------------------------------------------------
     def reply(self, call_id: int, admission: Admission, outputs: dict) -> bytes:

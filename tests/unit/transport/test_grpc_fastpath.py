@@ -201,3 +201,55 @@ def test_a_front_that_goes_away_cancels_its_queued_calls(repository: tuple[Path,
             await registry.close()
 
     assert asyncio.run(main()) == 1  # the queued calls were never computed
+
+
+def test_calls_cancelled_as_they_run_are_each_recorded_once_and_free_their_slot(
+        repository: tuple[Path, torch.nn.Module], tmp_path: Path) -> None:
+    """Cancels that race the batcher (queued, taken, computing, answered) must neither leak an in-flight slot
+    nor record a request twice: every call ends as one success or one failure, and the server drains."""
+    root, _ = repository
+    data = np.ones((1, 16), np.float32)
+    calls = 200
+
+    async def main() -> tuple[int, int, bool, int]:
+        settings = Settings(model_repository=root, device="cpu")
+        metrics = Metrics()
+        registry = Registry(root, metrics, lambda version_dir, config: create_runtime(version_dir, config, "cpu"))
+        dataplane = DataPlane(registry, settings, metrics)
+        await registry.load_all()
+        dataplane.starting = False
+        fast = FastPath(dataplane, 1 << 20)
+        path = str(tmp_path / "infer.sock")
+        await fast.start(path)
+        front = socket.socket(socket.AF_UNIX)
+        await asyncio.to_thread(front.connect, path)
+        try:
+            for start in range(0, calls, 20):  # bursts: some cancels find their call queued, some computing
+                frames = []
+                for i in range(start + 1, start + 21):
+                    frames.append(pack(CALL, i, mlp_call(data, str(i))))
+                    if i % 2 == 0:
+                        frames.append(pack(CANCEL, i))
+                front.sendall(b"".join(frames))
+                await asyncio.sleep(0.002)
+            stats = metrics.stats("mlp", "1")
+            assert stats is not None
+            await until(lambda: stats.success.count + stats.fail.count == calls)
+            drained = await dataplane.drain(5)
+            replies = 0
+            front.settimeout(0.5)
+            try:
+                while True:
+                    read_frame(front)
+                    replies += 1
+            except (TimeoutError, AssertionError):
+                pass
+            return stats.success.count, stats.fail.count, drained, replies
+        finally:
+            front.close()
+            fast.close()
+            await registry.close()
+
+    success, failed, drained, replies = asyncio.run(main())
+    assert success + failed == calls and success >= calls // 2 and drained
+    assert replies == success  # a reply for every success, none for a cancelled call
