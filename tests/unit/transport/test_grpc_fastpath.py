@@ -8,8 +8,10 @@ finish and "the second one is queued" is certain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,41 @@ async def until(predicate: Any, timeout: float = 10.0) -> None:
     raise AssertionError("condition never held")
 
 
+@contextlib.asynccontextmanager
+async def serving(root: Path, tmp_path: Path, limit: int, gated: set[str]
+                  ) -> AsyncIterator[tuple[socket.socket, DataPlane, dict[str, GatedRuntime], threading.Event]]:
+    """The real dataplane over `root`, a FastPath on a Unix socket, and the front's end of one connection.
+
+    Models named in `gated` run behind one gate (yielded, closed until the test opens it)."""
+    settings = Settings(model_repository=root, device="cpu")
+    metrics, gate = Metrics(), threading.Event()
+    runtimes: dict[str, GatedRuntime] = {}
+
+    def build(version_dir: Path, config: Any) -> Any:
+        inner = create_runtime(version_dir, config, "cpu")
+        if config.name not in gated:
+            return inner
+        runtimes[config.name] = GatedRuntime(inner, gate)
+        return runtimes[config.name]
+
+    registry = Registry(root, metrics, build)
+    dataplane = DataPlane(registry, settings, metrics)
+    await registry.load_all()
+    dataplane.starting = False
+    fast = FastPath(dataplane, limit)
+    path = str(tmp_path / "infer.sock")
+    await fast.start(path)
+    front = socket.socket(socket.AF_UNIX)
+    await asyncio.to_thread(front.connect, path)
+    try:
+        yield front, dataplane, runtimes, gate
+    finally:
+        gate.set()
+        front.close()
+        fast.close()
+        await registry.close()
+
+
 def test_calls_answer_by_id_refusals_at_once_and_a_cancelled_call_never_runs(
         repository: tuple[Path, torch.nn.Module], tmp_path: Path) -> None:
     root, module = repository
@@ -97,27 +134,7 @@ def test_calls_answer_by_id_refusals_at_once_and_a_cancelled_call_never_runs(
     limit = max(len(embed_call(4)), len(mlp_call(data, "second"))) + 16  # 4 embed rows fit, their reply does not
 
     async def main() -> tuple[dict[int, Frame], DataPlane, dict[str, GatedRuntime]]:
-        settings = Settings(model_repository=root, device="cpu")
-        metrics, gate = Metrics(), threading.Event()
-        runtimes: dict[str, GatedRuntime] = {}
-
-        def build(version_dir: Path, config: Any) -> Any:
-            inner = create_runtime(version_dir, config, "cpu")
-            if config.name != "mlp":
-                return inner
-            runtimes[config.name] = GatedRuntime(inner, gate)
-            return runtimes[config.name]
-
-        registry = Registry(root, metrics, build)
-        dataplane = DataPlane(registry, settings, metrics)
-        await registry.load_all()
-        dataplane.starting = False
-        fast = FastPath(dataplane, limit)
-        path = str(tmp_path / "infer.sock")
-        await fast.start(path)
-        front = socket.socket(socket.AF_UNIX)
-        await asyncio.to_thread(front.connect, path)
-        try:
+        async with serving(root, tmp_path, limit, {"mlp"}) as (front, dataplane, runtimes, gate):
             front.sendall(pack(CALL, 1, mlp_call(data, "first")))
             await until(lambda: runtimes["mlp"].calls == 1)  # holds the model's only instance
             front.sendall(pack(CALL, 2, mlp_call(data, "second")) + pack(CALL, 3, b"\xff\xff\xff")
@@ -127,18 +144,13 @@ def test_calls_answer_by_id_refusals_at_once_and_a_cancelled_call_never_runs(
             for _ in range(4):  # 3, 4, 5 and 6 answer while 1 and 2 wait for the gate
                 frame = await asyncio.to_thread(read_frame, front)
                 replies[frame.call_id] = frame
-            scheduler = registry.resolve("mlp")[1].scheduler
+            scheduler = dataplane.registry.resolve("mlp")[1].scheduler
             assert scheduler.pending() == 2
             front.sendall(pack(CANCEL, 2))
             await until(lambda: scheduler.pending() == 1)  # withdrawn from the queue
             gate.set()
             frame = await asyncio.to_thread(read_frame, front)
             replies[frame.call_id] = frame
-        finally:
-            gate.set()
-            front.close()
-            fast.close()
-            await registry.close()
         return replies, dataplane, runtimes
 
     replies, dataplane, runtimes = asyncio.run(main())
@@ -167,25 +179,8 @@ def test_a_front_that_goes_away_cancels_its_queued_calls(repository: tuple[Path,
     data = np.ones((1, 16), np.float32)
 
     async def main() -> int:
-        settings = Settings(model_repository=root, device="cpu")
-        metrics, gate = Metrics(), threading.Event()
-        runtimes: dict[str, GatedRuntime] = {}
-
-        def build(version_dir: Path, config: Any) -> Any:
-            runtimes[config.name] = GatedRuntime(create_runtime(version_dir, config, "cpu"), gate)
-            return runtimes[config.name]
-
-        registry = Registry(root, metrics, build)
-        dataplane = DataPlane(registry, settings, metrics)
-        await registry.load_all()
-        dataplane.starting = False
-        fast = FastPath(dataplane, 1 << 20)
-        path = str(tmp_path / "infer.sock")
-        await fast.start(path)
-        front = socket.socket(socket.AF_UNIX)
-        await asyncio.to_thread(front.connect, path)
-        scheduler = registry.resolve("mlp")[1].scheduler
-        try:
+        async with serving(root, tmp_path, 1 << 20, {"mlp"}) as (front, dataplane, runtimes, gate):
+            scheduler = dataplane.registry.resolve("mlp")[1].scheduler
             front.sendall(b"".join(pack(CALL, i, mlp_call(data, str(i))) for i in range(1, 5)))
             await until(lambda: scheduler.pending() == 4 and runtimes["mlp"].calls == 1)
             front.close()  # the front died: the three queued calls have nobody to answer
@@ -195,10 +190,6 @@ def test_a_front_that_goes_away_cancels_its_queued_calls(repository: tuple[Path,
             # three withdrawn, one computed for nobody: all four are recorded as cancelled
             await until(lambda: dataplane.metrics.stats("mlp", "1").fail.count == 4)  # type: ignore[union-attr]
             return runtimes["mlp"].calls
-        finally:
-            gate.set()
-            fast.close()
-            await registry.close()
 
     assert asyncio.run(main()) == 1  # the queued calls were never computed
 
@@ -212,18 +203,7 @@ def test_calls_cancelled_as_they_run_are_each_recorded_once_and_free_their_slot(
     calls = 200
 
     async def main() -> tuple[int, int, bool, int]:
-        settings = Settings(model_repository=root, device="cpu")
-        metrics = Metrics()
-        registry = Registry(root, metrics, lambda version_dir, config: create_runtime(version_dir, config, "cpu"))
-        dataplane = DataPlane(registry, settings, metrics)
-        await registry.load_all()
-        dataplane.starting = False
-        fast = FastPath(dataplane, 1 << 20)
-        path = str(tmp_path / "infer.sock")
-        await fast.start(path)
-        front = socket.socket(socket.AF_UNIX)
-        await asyncio.to_thread(front.connect, path)
-        try:
+        async with serving(root, tmp_path, 1 << 20, set()) as (front, dataplane, _, _):
             for start in range(0, calls, 20):  # bursts: some cancels find their call queued, some computing
                 frames = []
                 for i in range(start + 1, start + 21):
@@ -232,7 +212,7 @@ def test_calls_cancelled_as_they_run_are_each_recorded_once_and_free_their_slot(
                         frames.append(pack(CANCEL, i))
                 front.sendall(b"".join(frames))
                 await asyncio.sleep(0.002)
-            stats = metrics.stats("mlp", "1")
+            stats = dataplane.metrics.stats("mlp", "1")
             assert stats is not None
             await until(lambda: stats.success.count + stats.fail.count == calls)
             drained = await dataplane.drain(5)
@@ -245,10 +225,6 @@ def test_calls_cancelled_as_they_run_are_each_recorded_once_and_free_their_slot(
             except (TimeoutError, AssertionError):
                 pass
             return stats.success.count, stats.fail.count, drained, replies
-        finally:
-            front.close()
-            fast.close()
-            await registry.close()
 
     success, failed, drained, replies = asyncio.run(main())
     assert success + failed == calls and success >= calls // 2 and drained
