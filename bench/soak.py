@@ -3,8 +3,10 @@
 Traffic: gRPC unary (mlp), HTTP binary (mlp_batched), HTTP JSON (mlp), gRPC streaming (mlp_batched), and a control
 loop that unloads and reloads `mixed` (explicit model control) while a client keeps calling it. Every mlp answer
 is compared with the real module's output. The control loop samples the server's RSS, fd count and thread count
-right after each reload (a quiet point: the reloaded model's executor threads are in place). Warm-up samples
-(the first `--warmup` seconds) are dropped; growth is last sample vs first sample after warm-up.
+right after each reload. Warm-up samples (the first `--warmup` seconds) are dropped. RSS growth is the last sample
+against the first after warm-up; fd and thread growth compare the medians of the first and the last five samples,
+because a reloaded model's compute thread starts with its first request and may or may not exist at a sample's
+instant (a count that comes and goes is not growth).
 
     python bench/soak.py --duration 600        # exits 1 when RSS grows >= 5% or fds/threads grow
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -173,14 +176,19 @@ def main() -> int:
           f"server exit code {code}\n")
     print("| metric | after warm-up | end | change |\n|---|---|---|---|")
     print(f"| RSS MiB | {first[1]:.1f} | {last[1]:.1f} | {growth:+.2f}% (peak {peak:.1f}) |")
-    print(f"| open fds | {first[2]} | {last[2]} | {last[2] - first[2]:+d} (max {max(s[2] for s in measured)}) |")
-    print(f"| threads | {first[3]} | {last[3]} | {last[3] - first[3]:+d} (max {max(s[3] for s in measured)}) |")
+    # fds and threads: the median of the first and of the last five samples, so a thread that is starting or
+    # ending at the instant of one sample (a reloaded model's compute thread) is not counted as growth
+    fds = (statistics.median_low(s[2] for s in measured[:5]), statistics.median_low(s[2] for s in measured[-5:]))
+    threads = (statistics.median_low(s[3] for s in measured[:5]), statistics.median_low(s[3] for s in measured[-5:]))
+    print(f"| open fds | {fds[0]} | {fds[1]} | {fds[1] - fds[0]:+d} (max {max(s[2] for s in measured)}) |")
+    print(f"| threads | {threads[0]} | {threads[1]} | {threads[1] - threads[0]:+d} "
+          f"(max {max(s[3] for s in measured)}) |")
     print("\n| traffic | ok | errors |\n|---|---|---|")
     for kind in sorted(set(counts.ok) | set(counts.errors)):
         print(f"| {kind} | {counts.ok.get(kind, 0)} | {len(counts.errors.get(kind, []))} |")
     for kind, errors in counts.errors.items():
         print(f"\nfirst {kind} error: {errors[0]}")
-    passed = growth < 5 and last[2] <= first[2] and last[3] <= first[3] and not counts.errors and code == 0
+    passed = growth < 5 and fds[1] <= fds[0] and threads[1] <= threads[0] and not counts.errors and code == 0
     print(f"\nRESULT: {'PASS' if passed else 'FAIL'} (RSS growth < 5%, no fd/thread growth, no errors, exit 0)")
     return 0 if passed else 1
 

@@ -104,8 +104,7 @@ class InstanceScheduler:
             self._closed = True
             woken, rejected = self._claim_locked()
         self._dispatch(woken, rejected)
-        await asyncio.to_thread(self._wait_idle)
-        await asyncio.to_thread(self._executor.shutdown, True)
+        await asyncio.to_thread(self._wait_idle_and_stop)
 
     # -- decisions and execution -------------------------------------------------------------------------------
     def _claim_locked(self) -> tuple[int, Rejected]:
@@ -226,9 +225,11 @@ class InstanceScheduler:
         if not self._pending and self._free == self._instances:
             self._idle.notify_all()
 
-    def _wait_idle(self) -> None:
+    def _wait_idle_and_stop(self) -> None:
+        """One worker of the loop's default executor for the whole close (each `to_thread` may start another)."""
         with self._lock:
             while self._pending or self._free < self._instances:
                 self._idle.wait()
             if self._timer is not None:
                 self._timer.cancel()
+        self._executor.shutdown(wait=True)
