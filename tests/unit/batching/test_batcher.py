@@ -220,15 +220,15 @@ class Answer:
 def test_a_completion_cancelled_without_a_withdraw_is_skipped_at_batch_formation() -> None:
     async def body(b: DynamicBatcher, rt: HeldRuntime, clock: ManualClock, m: Metrics) -> None:
         first = await hold_instance(b, rt)
-        sink = Sink()
+        dropped_sink, kept_sink = Sink(), Sink()  # apart: the drop is flushed before the kept item has run
         doomed, kept = item(1), item(2)
-        doomed.completion, kept.completion = Answer(sink, gone=True), Answer(sink)
+        doomed.completion, kept.completion = Answer(dropped_sink, gone=True), Answer(kept_sink)
         b.submit(doomed)
         b.submit(kept)
         assert b.pending() == 3
         rt.release.set()
         await first
-        await asyncio.to_thread(sink.flushed.wait, 10)
+        assert await asyncio.to_thread(kept_sink.flushed.wait, 10)
         assert rt.batches == [[0.0], [2.0]] and b.pending() == 0
         # never computed, and answered CANCELLED once (nobody waits for it, but its caller records it)
         [dropped] = doomed.completion.outcomes  # type: ignore[union-attr]
