@@ -30,26 +30,8 @@ from server.repository_control import RepositoryControl
 from server.runtime.select import create_runtime
 from server.settings import Settings
 from server.transport.grpc import create_grpc_server
+from tests.support.gated import GatedRuntime
 from tests.support.models import EMBED_CONFIG, MLP_CONFIG, Embed, SmallMLP, write_model
-
-
-class GatedRuntime:
-    """The real CPU runtime, but each infer waits until the test opens the gate."""
-
-    def __init__(self, inner: Any, gate: threading.Event) -> None:
-        self._inner, self._gate = inner, gate
-        self.calls = 0
-
-    def infer(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        self.calls += 1
-        assert self._gate.wait(30), "test never opened the gate"
-        return self._inner.infer(batch)
-
-    def describe(self) -> Any:
-        return self._inner.describe()
-
-    def close(self) -> None:
-        self._inner.close()
 
 
 @pytest.fixture(scope="module")
