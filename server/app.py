@@ -16,6 +16,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -83,6 +84,15 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _bind_private(path: Path) -> socket.socket:
+    """uvicorn's Unix socket behind the native front, listening before the front can connect to it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 async def _load_models(app: App) -> None:
     settings = app.settings
     if settings.model_control_mode == "explicit":
@@ -116,19 +126,39 @@ async def serve(app: App, stop: asyncio.Event) -> int:
         frontend = GrpcFrontend(app.dataplane, app.control, settings, on_failure=stop.set)
         app.metrics.registry.register(FrontCollector(lambda: frontend.pid, lambda: frontend.restarts))
         _add_sparsity_service(frontend.relay_server, app)
-        app.ports["grpc"] = await frontend.start()
     elif "grpc" in listeners:
         grpc_server, app.ports["grpc"] = create_grpc_server(app.dataplane, app.control, settings)
         _add_sparsity_service(grpc_server, app)
         await grpc_server.start()
-    if "http" in listeners:
-        sock = _bind(settings.host, listeners["http"])
-        app.ports["http"] = sock.getsockname()[1]
+    http_behind_front = frontend is not None and frontend.serves_http
+    if "http" in listeners and settings.http_frontend == "native" and not http_behind_front:
+        from server.transport.grpc_front_command import FrontUnavailable
+
+        raise FrontUnavailable("--http-frontend native needs the native gRPC front: gRPC on, with --grpc-frontend "
+                               "native or auto; or use --http-frontend auto or uvicorn")
+    if "http" in listeners:  # first, so that the front relays to a listening uvicorn from its first request
+        if frontend is not None and http_behind_front:
+            sock = _bind_private(frontend.http_relay_socket)
+        else:
+            sock = _bind(settings.host, listeners["http"])
+            app.ports["http"] = sock.getsockname()[1]
         config = uvicorn.Config(create_http_asgi(app.dataplane, app.control, settings), log_level="warning",
                                 access_log=False, lifespan="off", proxy_headers=False, timeout_graceful_shutdown=1,
-                                http=_http_protocol(settings))
+                                http=_http_protocol(settings),
+                                # behind the front, which closes idle clients (and their relay connections) itself
+                                timeout_keep_alive=75 if http_behind_front else 5)
         http_server = _QuietUvicorn(config)
         http_task = asyncio.create_task(http_server.serve(sockets=[sock]))
+    if frontend is not None:
+        try:
+            app.ports["grpc"] = await frontend.start()
+        except BaseException:
+            if http_server is not None and http_task is not None:  # no uvicorn left serving a socket nobody reaches
+                http_server.should_exit = True
+                await http_task
+            raise
+        if http_behind_front:
+            app.ports["http"] = frontend.http_port
     log.info("twofour listening on %s (device %s)", " ".join(f"{k}={v}" for k, v in app.ports.items()), app.device)
     loader = asyncio.create_task(_load_models(app))
     await stop.wait()

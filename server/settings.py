@@ -46,6 +46,10 @@ class Settings(BaseSettings):
         "server over Unix sockets (least CPU per request, most throughput under load; one more local hop); python: "
         "the same front in Python (grpc.aio, no build needed); auto: native when its binary is found, else python; "
         "inline: gRPC inside the server process (one process, no extra hop)")
+    http_frontend: Literal["auto", "native", "uvicorn"] = Field(
+        "auto", description="native: the public HTTP port in the native front process too (it sends infer requests "
+        "to the server as frames, as gRPC's, and relays every other request to uvicorn on a private socket); needs "
+        "the native gRPC front; uvicorn: uvicorn on the public port; auto: native whenever the native front runs")
     grpc_max_concurrent_streams: int = Field(1024, ge=1, description="HTTP/2 streams per gRPC connection")
     repository_token: str = Field("", description="bearer token required for load/unload ('' = no token)")
     allow_repository_control: bool = Field(True, description="whether load/unload/index may be called at all")

@@ -107,27 +107,44 @@ bool FastLink::ConnectLocked(std::string* error) {
   return true;
 }
 
-bool FastLink::WriteLocked(uint8_t kind, uint32_t id, const grpc::ByteBuffer* payload) {
-  std::vector<grpc::Slice> slices;
-  if (payload != nullptr && !payload->Dump(&slices).ok()) return false;
+bool FastLink::WriteLocked(uint8_t kind, uint32_t id, std::vector<iovec> payload) {
+  size_t length = 0;
+  for (const iovec& part : payload) length += part.iov_len;
   uint8_t header[kHeaderSize];
-  PutU32(header, static_cast<uint32_t>(payload != nullptr ? payload->Length() : 0));
+  PutU32(header, static_cast<uint32_t>(length));
   PutU32(header + 4, id);
   header[8] = kind;
   header[9] = 0;
-  std::vector<iovec> parts{{header, kHeaderSize}};
-  for (const grpc::Slice& slice : slices) {
-    parts.push_back({const_cast<uint8_t*>(slice.begin()), slice.size()});
-  }
-  return WriteAll(fd_, std::move(parts));
+  payload.insert(payload.begin(), iovec{header, kHeaderSize});
+  return WriteAll(fd_, std::move(payload));
 }
 
 bool FastLink::Send(PendingCall* call, const grpc::ByteBuffer& request, uint32_t* id, std::string* error) {
+  std::vector<grpc::Slice> slices;
+  if (!request.Dump(&slices).ok()) {
+    *error = "cannot read the request's bytes";
+    return false;
+  }
+  std::vector<iovec> parts;
+  for (const grpc::Slice& slice : slices) {
+    parts.push_back({const_cast<uint8_t*>(slice.begin()), slice.size()});
+  }
   std::lock_guard<std::mutex> lock(mu_);
+  return SendLocked(call, kCall, std::move(parts), id, error);
+}
+
+bool FastLink::SendParts(PendingCall* call, uint8_t kind, std::vector<iovec> parts, uint32_t* id,
+                         std::string* error) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return SendLocked(call, kind, std::move(parts), id, error);
+}
+
+bool FastLink::SendLocked(PendingCall* call, uint8_t kind, std::vector<iovec> payload, uint32_t* id,
+                          std::string* error) {
   if (!ConnectLocked(error)) return false;
   *id = ++next_id_;
   calls_[*id] = call;
-  if (!WriteLocked(kCall, *id, &request)) {
+  if (!WriteLocked(kind, *id, std::move(payload))) {
     const int failure = errno;  // before anything else can overwrite it
     calls_.erase(*id);
     *error = std::string("write failed: ") + std::strerror(failure);
@@ -139,7 +156,7 @@ bool FastLink::Send(PendingCall* call, const grpc::ByteBuffer& request, uint32_t
 bool FastLink::Cancel(uint32_t id) {
   std::lock_guard<std::mutex> lock(mu_);
   if (calls_.erase(id) == 0) return false;
-  if (fd_ >= 0) WriteLocked(kCancel, id, nullptr);
+  if (fd_ >= 0) WriteLocked(kCancel, id, {});
   return true;
 }
 
@@ -152,7 +169,7 @@ void FastLink::Receive(int fd) {
     if (length > limit_) break;  // a broken peer: drop the connection, fail what waits on it
     payload.resize(length);
     if (length > 0 && !reader.ReadExact(reinterpret_cast<uint8_t*>(payload.data()), length)) break;
-    if (header[8] != kReply) continue;
+    if (header[8] != kReply && header[8] != kHttpReply) continue;
     PendingCall* call = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -5,16 +5,20 @@
 // writes happen on the gRPC callback thread that has the request, under one mutex (a frame is one writev).
 #pragma once
 
+#include <sys/uio.h>
+
 #include <cstdint>
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
 namespace twofour {
 
-enum FrameKind : uint8_t { kCall = 1, kCancel = 2, kReply = 3 };
+// kCall/kReply: a gRPC ModelInfer call; kHttpCall/kHttpReply: an HTTP infer request (http_front.h); kCancel: either.
+enum FrameKind : uint8_t { kCall = 1, kCancel = 2, kReply = 3, kHttpCall = 4, kHttpReply = 5 };
 
 // A call waiting for its REPLY. The link holds one reference from Send until it hands the reply over (or the
 // connection breaks); the pending call's owner decides what a reference means.
@@ -35,12 +39,16 @@ class FastLink {
   // registered and `error` says why.
   bool Send(PendingCall* call, const grpc::ByteBuffer& request, uint32_t* id, std::string* error);
 
+  // The same for a frame of `kind` whose payload is `parts`, in order (the HTTP front's calls).
+  bool SendParts(PendingCall* call, uint8_t kind, std::vector<iovec> parts, uint32_t* id, std::string* error);
+
   // The client went away: if `id` is still waiting, forget it (true) and tell the server to drop it from its queue.
   bool Cancel(uint32_t id);
 
  private:
   bool ConnectLocked(std::string* error);
-  bool WriteLocked(uint8_t kind, uint32_t id, const grpc::ByteBuffer* payload);
+  bool WriteLocked(uint8_t kind, uint32_t id, std::vector<iovec> payload);
+  bool SendLocked(PendingCall* call, uint8_t kind, std::vector<iovec> payload, uint32_t* id, std::string* error);
   void Receive(int fd);
   void Broken(int fd);
 

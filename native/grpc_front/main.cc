@@ -1,10 +1,12 @@
-// twofour-grpc-front: the public gRPC port of `twofour serve --grpc-frontend native`, in C++.
+// twofour-grpc-front: the public gRPC port of `twofour serve --grpc-frontend native`, in C++, and with
+// --http-address also the public HTTP port (http_front.h).
 //
 // Why: the Python front process (server/transport/grpc_front.py) spends ~330 us of CPU per RPC in grpc.aio on a
 // machine where client, front and model share two cores; gRPC's C++ callback server does the same job (raw bytes,
 // never parsed) for a fraction of that. Same command line, same stdout contract and same lifecycle as the Python
 // front, so server/transport/grpc_front_process.py runs either one:
-//   - prints one JSON line, {"port": N} once bound or {"error": "..."}, then serves;
+//   - prints one JSON line, {"port": N} once bound ({"port": N, "http_port": M} with --http-address) or
+//     {"error": "..."}, then serves;
 //   - SIGTERM: stop accepting, finish in-flight calls within --grace-secs, exit 0; SIGINT is ignored (the server
 //     decides); exits by itself when its parent (the server) is gone, so an orphan never keeps the port.
 #include <signal.h>
@@ -20,26 +22,13 @@
 #include <grpcpp/grpcpp.h>
 
 #include "fast_link.h"
+#include "http_front.h"
+#include "json_text.h"
 #include "reactors.h"
 
 namespace {
 
-std::string JsonString(const std::string& text) {
-  std::string out = "\"";
-  for (unsigned char c : text) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += static_cast<char>(c);
-    } else if (c < 0x20) {
-      char escaped[8];
-      std::snprintf(escaped, sizeof(escaped), "\\u%04x", c);
-      out += escaped;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out + "\"";
-}
+using twofour::JsonString;
 
 int Fail(const std::string& message) {
   std::printf("{\"error\": %s}\n", JsonString(message).c_str());
@@ -47,7 +36,7 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-// --name value or --name=value; every option is required but --grace-secs.
+// --name value or --name=value; every option is required but --grace-secs and the --http-* ones.
 bool ParseArgs(int argc, char** argv, std::map<std::string, std::string>* args, std::string* error) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -112,7 +101,22 @@ int main(int argc, char** argv) {
   if (!server || port == 0) {
     return Fail("cannot bind gRPC to " + args["address"] + ": the address is taken or invalid");
   }
-  std::printf("{\"port\": %d}\n", port);
+  std::unique_ptr<twofour::HttpFront> http;
+  int http_port = 0;
+  if (args.count("http-address")) {
+    twofour::HttpOptions options;
+    options.address = args["http-address"];
+    options.relay_socket = args["http-relay-socket"];
+    if (args.count("http-max-head-bytes")) options.max_head = std::strtoull(args["http-max-head-bytes"].c_str(), nullptr, 10);
+    if (args.count("http-max-body-bytes")) options.max_body = std::strtoull(args["http-max-body-bytes"].c_str(), nullptr, 10);
+    if (args.count("http-body-timeout-secs")) options.body_timeout_s = std::atof(args["http-body-timeout-secs"].c_str());
+    if (args.count("http-keep-alive-secs")) options.keep_alive_s = std::atof(args["http-keep-alive-secs"].c_str());
+    http = std::make_unique<twofour::HttpFront>(&link, options);
+    if (!http->Start(&http_port, &error)) return Fail(error);
+    std::printf("{\"port\": %d, \"http_port\": %d}\n", port, http_port);
+  } else {
+    std::printf("{\"port\": %d}\n", port);
+  }
   std::fflush(stdout);
 
   const timespec tick{1, 0};
@@ -123,6 +127,9 @@ int main(int argc, char** argv) {
   }
   auto deadline = std::chrono::system_clock::now() +
                   std::chrono::milliseconds(static_cast<long>(grace * 1000));
+  if (http) {  // stop accepting HTTP; infer calls in flight get their answers until the deadline
+    http->Shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<long>(grace * 1000)));
+  }
   server->Shutdown(deadline);  // stop accepting; calls still running at the deadline are cancelled
   std::fflush(stdout);
   std::_Exit(0);  // the link's reader thread is detached and blocked in read(): no orderly teardown is owed

@@ -24,21 +24,18 @@ import grpc
 from tritonclient.grpc import service_pb2 as pb
 
 from server.admission import Admission
-from server.codec.grpc_tensors import decode_infer_request, encode_infer_response
+from server.codec.grpc_tensors import decode_infer_request
 from server.dataplane import DataPlane
-from server.errors import ServingError
-from server.transport.grpc import status_of
+from server.transport import http_fastpath
+from server.transport.front_completions import FrameCompletion, GrpcCompletion, HttpCompletion, code_number
 from server.transport.grpc_decode import Undecodable
-from server.transport.grpc_frames import CALL, CANCEL, HEADER, REPLY, pack
+from server.transport.grpc_frames import CALL, CANCEL, HEADER, HTTP_CALL, REPLY, pack
+from server.types import InferRequest
 
 log = logging.getLogger("twofour.grpc.fastpath")
 
 METHOD = "/inference.GRPCInferenceService/ModelInfer"
 READ_BUFFER = 256 * 1024
-
-
-def code_number(code: grpc.StatusCode) -> int:
-    return int(code.value[0])
 
 
 class FastPath:
@@ -86,8 +83,9 @@ class FrontLink:
                  forget: Callable[[FrontLink], None]) -> None:
         self._socket = connection
         self.dataplane = dataplane
-        self._limit = limit
+        self.limit = limit
         self._forget = forget
+        self._max_elements = dataplane.settings.max_request_elements
         self._calls: dict[int, FrameCompletion] = {}
         self._lock = threading.Lock()  # guards _pending
         self._send_lock = threading.Lock()  # keeps each flush's bytes together on the socket
@@ -95,7 +93,7 @@ class FrontLink:
 
     def serve(self) -> None:
         """The reader thread: frames until the front closes the connection, then every open call is cancelled."""
-        stream = self._socket.makefile("rb", buffering=READ_BUFFER)
+        stream: http_fastpath.Stream = self._socket.makefile("rb", buffering=READ_BUFFER)  # type: ignore[assignment]
         try:
             while True:
                 header = stream.read(HEADER.size)
@@ -104,10 +102,17 @@ class FrontLink:
                         log.error("gRPC front connection broken: closed in the middle of a frame")
                     return
                 length, call_id, kind, _ = HEADER.unpack(header)
-                if length > self._limit:
+                if length > self.limit:
                     log.error("gRPC front connection broken: frame of %d bytes exceeds the %d-byte limit",
-                              length, self._limit)
+                              length, self.limit)
                     return
+                if kind == HTTP_CALL:  # read apart: its body lands aligned, in a buffer of its own
+                    call = http_fastpath.read_http_call(stream, length)
+                    if call is None:
+                        log.error("gRPC front connection broken: closed in the middle of a frame")
+                        return
+                    self._http_call(call_id, call)
+                    continue
                 payload = stream.read(length) if length else b""
                 if len(payload) < length:
                     log.error("gRPC front connection broken: closed in the middle of a frame")
@@ -139,11 +144,17 @@ class FrontLink:
             bad = Undecodable(METHOD, f"{type(exc).__name__}: {exc}"[:200])
             self.send(pack(REPLY, call_id, bad.message().encode(), code_number(grpc.StatusCode.INVALID_ARGUMENT)))
             return
+        self._admit(call_id, lambda: decode_infer_request(request, self._max_elements), GrpcCompletion)
+
+    def _http_call(self, call_id: int, call: http_fastpath.HttpCall) -> None:
+        self._admit(call_id, lambda: http_fastpath.decode(call, self._max_elements), HttpCompletion)
+
+    def _admit(self, call_id: int, decode: Callable[[], InferRequest], kind: type[FrameCompletion]) -> None:
+        """Decode, admit and submit a call; a refusal is answered at once and the reader goes on."""
         admission: Admission | None = None
         try:
-            decoded = decode_infer_request(request, self.dataplane.settings.max_request_elements)
-            admission = self.dataplane.admit(decoded)
-            completion = FrameCompletion(self, call_id, admission)
+            admission = self.dataplane.admit(decode())
+            completion = kind(self, call_id, admission)
             admission.item.completion = completion
             self._calls[call_id] = completion
             admission.scheduler.submit(admission.item)
@@ -151,7 +162,7 @@ class FrontLink:
             self._calls.pop(call_id, None)
             if admission is not None:  # admitted, then refused by the scheduler (e.g. its queue is full)
                 exc = self.dataplane.failed(admission, exc)
-            self.send(self.error_frame(call_id, exc))
+            self.send(kind.refusal(call_id, exc))
 
     def cancel(self, call_id: int) -> None:
         completion = self._calls.pop(call_id, None)
@@ -161,25 +172,6 @@ class FrontLink:
             self.dataplane.failed(completion.admission, asyncio.CancelledError())
         else:  # taken for a batch already: its answer is dropped, and recorded as cancelled, when it comes
             completion.cancel()
-
-    # -- replies ------------------------------------------------------------------------------------------------
-    def reply(self, call_id: int, admission: Admission, outputs: dict) -> bytes:
-        try:
-            body = encode_infer_response(self.dataplane.respond(admission, outputs)).SerializeToString()
-        except Exception as exc:
-            return self.error_frame(call_id, exc)
-        if len(body) <= self._limit:
-            return pack(REPLY, call_id, body)
-        # over the limit it fails this call alone with RESOURCE_EXHAUSTED, as grpc does inline; sent as is, it
-        # would break the connection and every other call on it
-        message = (f"response of {len(body)} bytes exceeds the {self._limit}-byte gRPC message limit "
-                   "(--max-request-bytes plus 64 KiB)")
-        return pack(REPLY, call_id, message.encode(), code_number(grpc.StatusCode.RESOURCE_EXHAUSTED))
-
-    @staticmethod
-    def error_frame(call_id: int, exc: Exception) -> bytes:
-        error = exc if isinstance(exc, ServingError) else status_of(exc, "ModelInfer")
-        return pack(REPLY, call_id, error.message.encode(), code_number(error.status.grpc))
 
     def forget(self, call_id: int) -> bool:
         """Whether the call was still open (not cancelled); it is closed either way."""
@@ -202,39 +194,3 @@ class FrontLink:
     def send(self, frame: bytes) -> None:
         self.put(frame)
         self.flush()
-
-
-class FrameCompletion:
-    """A call's Completion: its reply frame goes to the link, sent with the rest of its batch."""
-
-    __slots__ = ("_link", "_call_id", "admission", "_cancelled")
-
-    def __init__(self, link: FrontLink, call_id: int, admission: Admission) -> None:
-        self._link, self._call_id, self.admission = link, call_id, admission
-        self._cancelled = False
-
-    @property
-    def channel(self) -> FrontLink:
-        return self._link
-
-    def cancel(self) -> None:
-        self._cancelled = True
-
-    def cancelled(self) -> bool:
-        return self._cancelled
-
-    def resolve(self, outputs: dict) -> None:
-        if not self._gone():
-            self._link.put(self._link.reply(self._call_id, self.admission, outputs))
-
-    def reject(self, error: BaseException) -> None:
-        if not self._gone():
-            failure = self._link.dataplane.failed(self.admission, error)
-            self._link.put(self._link.error_frame(self._call_id, failure))
-
-    def _gone(self) -> bool:
-        """True (and recorded as cancelled) when the call was cancelled before its answer: nobody waits for it."""
-        if self._link.forget(self._call_id) or not self._cancelled:
-            return False
-        self._link.dataplane.failed(self.admission, asyncio.CancelledError())
-        return True

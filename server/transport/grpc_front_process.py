@@ -2,7 +2,9 @@
 
 The server keeps its gRPC service (every method, unchanged) on a private Unix socket and answers ModelInfer
 frames on a second one (grpc_fastpath.py, on threads of its own); the front process (native/grpc_front/ or
-grpc_front.py, chosen by grpc_front_command.py) owns the public port. Lifecycle:
+grpc_front.py, chosen by grpc_front_command.py) owns the public port. The native front also owns the public HTTP
+port (`--http-frontend auto|native`): infer requests reach the server as frames on the same socket
+(http_fastpath.py), everything else goes to uvicorn, which then listens on a third private socket. Lifecycle:
 - start: the sockets first, then the front, whose first stdout line says the port it bound (or why it could
   not: the server then fails to start, as it does when it cannot bind the port itself);
 - a front that dies while the server runs is logged and started again on the same port; more than
@@ -30,10 +32,11 @@ from server.repository_control import RepositoryControl
 from server.settings import Settings
 from server.transport.grpc import MESSAGE_HEADROOM, bind_address, create_grpc_server
 from server.transport.grpc_fastpath import FastPath
-from server.transport.grpc_front_command import front_command
+from server.transport.grpc_front_command import FrontUnavailable, front_command
 
 log = logging.getLogger("twofour.grpc.front")
 
+HTTP_KEEP_ALIVE_S = 5.0  # uvicorn's default, which the public port kept before the front served it
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 START_TIMEOUT_S = 60.0
@@ -46,8 +49,10 @@ class GrpcFrontend:
                  on_failure: Callable[[], None]) -> None:
         self._settings, self._on_failure = settings, on_failure
         self._command, self.implementation = front_command(settings.grpc_frontend)  # first: nothing to clean up
+        self.serves_http = _serves_http(settings, self.implementation)
         self._dir = Path(tempfile.mkdtemp(prefix="twofour-grpc-"))  # 0700: only this user reaches the sockets
         self._relay_socket, self._fast_socket = self._dir / "grpc.sock", self._dir / "infer.sock"
+        self.http_relay_socket = self._dir / "http.sock"  # uvicorn's, when the front serves HTTP
         self._relay, _ = create_grpc_server(dataplane, control, settings, address=f"unix:{self._relay_socket}")
         self._message_limit = settings.max_request_bytes + MESSAGE_HEADROOM  # as the inline server's options
         self._fast = FastPath(dataplane, self._message_limit)
@@ -56,7 +61,7 @@ class GrpcFrontend:
         self._deaths: list[float] = []
         self.restarts = 0
         self._stopping = False
-        self.port = 0
+        self.port = self.http_port = 0
         self.failed = False
 
     @property
@@ -68,18 +73,26 @@ class GrpcFrontend:
         await self._relay.start()
         await self._fast.start(str(self._fast_socket))
         try:
-            self.port = await self._spawn(self._settings.grpc_port)
+            self.port, self.http_port = await self._spawn(self._settings.grpc_port, self._settings.http_port)
         except OSError:
             await self.stop(grace=0)  # no sockets or directory left behind by a failed start
             raise
         self._watcher = asyncio.get_running_loop().create_task(self._watch())
         return self.port
 
-    async def _spawn(self, port: int) -> int:
-        command = [*self._command, "--address", bind_address(self._settings.host, port),
+    async def _spawn(self, port: int, http_port: int) -> tuple[int, int]:
+        settings = self._settings
+        command = [*self._command, "--address", bind_address(settings.host, port),
                    "--fast-socket", str(self._fast_socket), "--relay-socket", str(self._relay_socket),
                    "--max-message-bytes", str(self._message_limit),
-                   "--max-concurrent-streams", str(self._settings.grpc_max_concurrent_streams)]
+                   "--max-concurrent-streams", str(settings.grpc_max_concurrent_streams)]
+        if self.serves_http:
+            command += ["--http-address", bind_address(settings.host, http_port),
+                        "--http-relay-socket", str(self.http_relay_socket),
+                        "--http-max-head-bytes", str(settings.max_header_bytes),
+                        "--http-max-body-bytes", str(settings.max_request_bytes),
+                        "--http-body-timeout-secs", str(settings.body_timeout_secs),
+                        "--http-keep-alive-secs", str(HTTP_KEEP_ALIVE_S)]
         # a session of its own: Ctrl-C or a signal to the server's process group reaches the server alone, which
         # then stops the front after its drain, in order (the front also exits by itself if the server dies)
         process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
@@ -90,14 +103,15 @@ class GrpcFrontend:
             said = json.loads(line or b"{}")
         except (TimeoutError, ValueError):
             said = {}
-        if "port" not in said:
+        if "port" not in said or (self.serves_http and "http_port" not in said):
             if process.returncode is None:
                 process.kill()
             await process.wait()
             raise OSError(said.get("error", f"the gRPC front process did not start (exit code {process.returncode})"))
         self._process = process
-        log.info("gRPC front process %d (%s) serving port %d", process.pid, self.implementation, said["port"])
-        return int(said["port"])
+        log.info("gRPC front process %d (%s) serving port %d%s", process.pid, self.implementation, said["port"],
+                 f" and HTTP port {said['http_port']}" if self.serves_http else "")
+        return int(said["port"]), int(said.get("http_port", 0))
 
     async def _watch(self) -> None:
         while not self._stopping:
@@ -115,7 +129,7 @@ class GrpcFrontend:
                 self._on_failure()
                 return
             try:
-                await self._spawn(self.port)
+                await self._spawn(self.port, self.http_port)
                 self.restarts += 1
             except OSError as exc:
                 log.error("restarting the gRPC front process failed: %s", exc)
@@ -144,3 +158,13 @@ class GrpcFrontend:
         self._fast.close()
         await self._relay.stop(grace=grace)
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _serves_http(settings: Settings, implementation: str) -> bool:
+    """Whether the front owns the public HTTP port: the native front does unless `--http-frontend uvicorn`."""
+    if "http" not in settings.enabled_listeners() or settings.http_frontend == "uvicorn":
+        return False
+    if implementation != "native" and settings.http_frontend == "native":
+        raise FrontUnavailable("--http-frontend native needs the native gRPC front (its binary, and --grpc-frontend "
+                               "native or auto); or use --http-frontend auto or uvicorn")
+    return implementation == "native"
