@@ -32,15 +32,18 @@ lint: setup
 	$(PY) -m mypy
 
 ## lint, the whole test suite, then the deployment manifests' offline validation
-# The whole suite runs with the default front (auto: the native one, built first), then the gRPC integration modules
-# once more with the Python front and once more inline, so every mode of the gRPC transport passes the same
-# protocol, error, lifecycle, batching and shutdown-under-load tests.
+# The whole suite runs with the default front (auto: the native one, built first, which serves gRPC and HTTP), then
+# the gRPC integration modules once more with the Python front and once more inline, so every mode of the gRPC
+# transport passes the same protocol, error, lifecycle, batching and shutdown-under-load tests; the HTTP modules run
+# again with the Python front too, where uvicorn owns the public HTTP port.
 GRPC_MODULES = tests/integration/test_grpc_protocol.py tests/integration/test_grpc_errors.py \
 	tests/integration/test_lifecycle.py tests/integration/test_batching_server.py \
 	tests/hardening/test_shutdown_under_load.py
+HTTP_MODULES = tests/integration/test_http_protocol.py tests/integration/test_http_limits.py \
+	tests/hardening/test_limits.py
 
 test: setup native lint
 	$(PY) -m pytest -q
-	TWOFOUR_GRPC_FRONTEND=python $(PY) -m pytest -q -p no:cacheprovider $(GRPC_MODULES)
+	TWOFOUR_GRPC_FRONTEND=python $(PY) -m pytest -q -p no:cacheprovider $(GRPC_MODULES) $(HTTP_MODULES)
 	TWOFOUR_GRPC_FRONTEND=inline $(PY) -m pytest -q -p no:cacheprovider $(GRPC_MODULES)
 	@if [ -f deploy/validate.sh ]; then bash deploy/validate.sh; fi

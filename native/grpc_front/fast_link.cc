@@ -166,7 +166,8 @@ void FastLink::Receive(int fd) {
   std::string payload;
   while (reader.ReadExact(header, kHeaderSize)) {
     uint32_t length = GetU32(header), id = GetU32(header + 4);
-    if (length > limit_) break;  // a broken peer: drop the connection, fail what waits on it
+    // a broken peer: drop the connection, fail what waits on it (an HTTP answer has no message limit, as uvicorn's)
+    if (length > limit_ && header[8] != kHttpReply) break;
     payload.resize(length);
     if (length > 0 && !reader.ReadExact(reinterpret_cast<uint8_t*>(payload.data()), length)) break;
     if (header[8] != kReply && header[8] != kHttpReply) continue;

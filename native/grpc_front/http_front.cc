@@ -164,7 +164,6 @@ static bool ReadInto(int fd, std::string* buffer) {
     ssize_t got = read(fd, chunk, sizeof(chunk));
     if (got > 0) {
       buffer->append(chunk, static_cast<size_t>(got));
-      if (buffer->size() >= kBufferCap && static_cast<size_t>(got) < sizeof(chunk)) return true;
       continue;
     }
     if (got < 0 && errno == EINTR) continue;

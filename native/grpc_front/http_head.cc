@@ -163,8 +163,9 @@ RequestPlan PlanRequest(const char* data, size_t size, size_t max_head, uint64_t
     }
   }
   plan.head_method = method == "HEAD";
-  bool native = method == "POST" && http == "HTTP/1.1" && has_length && plan.body_size <= max_body && identity &&
-                !header_length_twice && InferTarget(target, &plan.model, &plan.version);
+  // the whole request within max_body, so its frame stays within the link's limit (larger ones: uvicorn decides)
+  bool native = method == "POST" && http == "HTTP/1.1" && has_length && head_end + plan.body_size <= max_body &&
+                identity && !header_length_twice && InferTarget(target, &plan.model, &plan.version);
   plan.route = native ? Route::kNative : Route::kRelay;
   return plan;
 }

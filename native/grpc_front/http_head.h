@@ -32,7 +32,7 @@ struct RequestPlan {
 };
 
 // `data[0, size)` holds the start of a request. Heads over `max_head` bytes tunnel (uvicorn answers 431); native
-// requests need a body of at most `max_body` bytes (larger ones relay: uvicorn answers 413 and drains them).
+// requests need head and body within `max_body` bytes (larger ones relay: uvicorn answers 413 and drains them).
 RequestPlan PlanRequest(const char* data, size_t size, size_t max_head, uint64_t max_body);
 
 enum class Framing {
