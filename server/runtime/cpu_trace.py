@@ -9,7 +9,8 @@ graph in C++ with the GIL released once, so the compute thread and the event loo
 Tracing records one path through the graph, so the traced module is checked against the exported one at load, on
 batch sizes and variable-dim lengths other than the traced ones; a failure or any difference keeps the exported
 module, and the model's description says why. `parameters { key: "torchscript" value { string_value: "false" } }`
-opts a model out.
+opts a model out. Tracing and freezing run in a private TorchScript compilation unit (jit_unit.py), so the trace
+is freed with the runtime: in torch's shared unit every reload kept a copy of the weights for good.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from server.runtime.base import example_shape
 from server.runtime.binding import Binding, call, config_dtype, fill_optional
+from server.runtime.jit_unit import private_compilation_unit
 
 log = logging.getLogger("twofour.runtime.cpu")
 
@@ -87,8 +89,9 @@ def trace(module: torch.nn.Module, binding: Binding, config: mc.ModelConfig) -> 
         flat.training = False  # not .eval(): an exported program's module refuses train(); freeze needs this flag
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings: the check below is what decides
-            traced = torch.jit.freeze(torch.jit.trace(flat, example(config, order, *TRACE_SHAPE, generator),
-                                                      check_trace=False))
+            with private_compilation_unit():  # freed with the module, not kept by torch for good (jit_unit.py)
+                traced = torch.jit.freeze(torch.jit.trace(flat, example(config, order, *TRACE_SHAPE, generator),
+                                                          check_trace=False))
             for rows, length in CHECK_SHAPES:
                 inputs = example(config, order, rows, length, generator)
                 expected, got = flat(*inputs), traced(*inputs)
