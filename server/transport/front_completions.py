@@ -17,7 +17,7 @@ from server.admission import Admission
 from server.codec.grpc_tensors import encode_infer_response
 from server.dataplane import DataPlane
 from server.errors import ServingError
-from server.transport import http_fastpath
+from server.transport import http_frames
 from server.transport.grpc import status_of
 from server.transport.grpc_frames import REPLY, pack
 
@@ -117,7 +117,7 @@ class HttpCompletion(FrameCompletion):
         try:
             response = self._link.dataplane.respond(self.admission, outputs)
             binary = bool(self.admission.request.parameters.get("binary_data_output", False))
-            return http_fastpath.ok_frame(self._call_id, response, binary)
+            return http_frames.ok_frame(self._call_id, response, binary)
         except Exception as exc:
             return self.refusal(self._call_id, exc)
 
@@ -125,4 +125,4 @@ class HttpCompletion(FrameCompletion):
     def refusal(call_id: int, exc: Exception) -> bytes:
         if not isinstance(exc, ServingError):  # ours were logged where they arose
             log.error("HTTP inference failed", exc_info=exc)
-        return http_fastpath.error_frame(call_id, exc)
+        return http_frames.error_frame(call_id, exc)

@@ -26,7 +26,7 @@ from tritonclient.grpc import service_pb2 as pb
 from server.admission import Admission
 from server.codec.grpc_tensors import decode_infer_request
 from server.dataplane import DataPlane
-from server.transport import http_fastpath
+from server.transport import http_frames
 from server.transport.front_completions import FrameCompletion, GrpcCompletion, HttpCompletion, code_number
 from server.transport.grpc_decode import Undecodable
 from server.transport.grpc_frames import CALL, CANCEL, HEADER, HTTP_CALL, REPLY, pack
@@ -93,7 +93,7 @@ class FrontLink:
 
     def serve(self) -> None:
         """The reader thread: frames until the front closes the connection, then every open call is cancelled."""
-        stream: http_fastpath.Stream = self._socket.makefile("rb", buffering=READ_BUFFER)  # type: ignore[assignment]
+        stream: http_frames.Stream = self._socket.makefile("rb", buffering=READ_BUFFER)  # type: ignore[assignment]
         try:
             while True:
                 header = stream.read(HEADER.size)
@@ -107,7 +107,7 @@ class FrontLink:
                               length, self.limit)
                     return
                 if kind == HTTP_CALL:  # read apart: its body lands aligned, in a buffer of its own
-                    call = http_fastpath.read_http_call(stream, length)
+                    call = http_frames.read_http_call(stream, length)
                     if call is None:
                         log.error("gRPC front connection broken: closed in the middle of a frame")
                         return
@@ -146,8 +146,8 @@ class FrontLink:
             return
         self._admit(call_id, lambda: decode_infer_request(request, self._max_elements), GrpcCompletion)
 
-    def _http_call(self, call_id: int, call: http_fastpath.HttpCall) -> None:
-        self._admit(call_id, lambda: http_fastpath.decode(call, self._max_elements), HttpCompletion)
+    def _http_call(self, call_id: int, call: http_frames.HttpCall) -> None:
+        self._admit(call_id, lambda: http_frames.decode(call, self._max_elements), HttpCompletion)
 
     def _admit(self, call_id: int, decode: Callable[[], InferRequest], kind: type[FrameCompletion]) -> None:
         """Decode, admit and submit a call; a refusal is answered at once and the reader goes on."""

@@ -5,7 +5,7 @@ One Unix-socket connection carries many ModelInfer calls at once, each under its
 (the request's raw protobuf bytes, never parsed there) and `CANCEL` (the client went away or its deadline
 passed); the server answers each call once with `REPLY`, whose status is a gRPC status code (0 = OK, the payload
 is the response's bytes; otherwise the payload is the UTF-8 error message from the one error table). The native
-front also sends HTTP infer requests as `HTTP_CALL`, answered with `HTTP_REPLY` (http_fastpath.py); `CANCEL`
+front also sends HTTP infer requests as `HTTP_CALL`, answered with `HTTP_REPLY` (http_frames.py); `CANCEL`
 serves both.
 
 Frame: `<u32 payload length><u32 call id><u8 kind><u8 status>` then the payload. The socket lives in a private
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 HEADER = struct.Struct("<IIBB")
 CALL, CANCEL, REPLY = 1, 2, 3
-HTTP_CALL, HTTP_REPLY = 4, 5  # an HTTP infer request from the native front, and its answer (http_fastpath.py)
+HTTP_CALL, HTTP_REPLY = 4, 5  # an HTTP infer request from the native front, and its answer (http_frames.py)
 OK = 0
 
 

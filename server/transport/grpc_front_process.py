@@ -4,7 +4,7 @@ The server keeps its gRPC service (every method, unchanged) on a private Unix so
 frames on a second one (grpc_fastpath.py, on threads of its own); the front process (native/grpc_front/ or
 grpc_front.py, chosen by grpc_front_command.py) owns the public port. The native front also owns the public HTTP
 port (`--http-frontend auto|native`): infer requests reach the server as frames on the same socket
-(http_fastpath.py), everything else goes to uvicorn, which then listens on a third private socket. Lifecycle:
+(http_frames.py), everything else goes to uvicorn, which then listens on a third private socket. Lifecycle:
 - start: the sockets first, then the front, whose first stdout line says the port it bound (or why it could
   not: the server then fails to start, as it does when it cannot bind the port itself);
 - a front that dies while the server runs is logged and started again on the same port; more than

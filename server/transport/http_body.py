@@ -13,6 +13,7 @@ client trickling bytes would otherwise hold its connection and its buffer for ev
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import zlib
 from collections.abc import AsyncIterator
 
@@ -56,12 +57,19 @@ def _content_length(request: Request, limit: int) -> int | None:
     return length
 
 
-def _padding(request: Request) -> int:
-    """Bytes to skip so that `pad + header length` is a multiple of ALIGNMENT (0 without a binary header)."""
-    value = request.headers.get("inference-header-content-length", "")
-    value = value.strip()
+def header_offset(value: str | None) -> int:
+    """Where the binary region starts, from an Inference-Header-Content-Length value (0 if it is not a number)."""
+    value = (value or "").strip()
     # Only plain ASCII digits: str.isdigit accepts '²', which int() refuses; the codec reports a bad header.
-    return (-int(value)) % ALIGNMENT if value.isascii() and value.isdigit() else 0
+    return int(value) if value.isascii() and value.isdigit() else 0
+
+
+def aligned_buffer(size: int, offset: int) -> tuple[bytearray, int]:
+    """A buffer and the position in it where `size` bytes go so that their byte `offset` sits on an ALIGNMENT
+    boundary in memory (the allocator promises only 16 bytes, so the address itself decides)."""
+    buffer = bytearray(size + ALIGNMENT)
+    address = ctypes.addressof((ctypes.c_char * len(buffer)).from_buffer(buffer))
+    return buffer, (-(address + offset % ALIGNMENT)) % ALIGNMENT
 
 
 async def read_body(request: Request, limit: int, timeout: float) -> memoryview:
@@ -70,40 +78,42 @@ async def read_body(request: Request, limit: int, timeout: float) -> memoryview:
     if encoding not in ("identity", *_WBITS):
         raise invalid(f"unsupported Content-Encoding {encoding!r}; use gzip, deflate or none")
     length = _content_length(request, limit)
-    pad = _padding(request) if encoding == "identity" else 0
+    offset = header_offset(request.headers.get("inference-header-content-length")) if encoding == "identity" else 0
     try:
         async with asyncio.timeout(timeout):
-            buffer = await _receive(request, limit, length, pad)
+            body = await _receive(request, limit, length, offset)
     except TimeoutError:
         raise BodyTimeout(timeout) from None
     except ClientDisconnect:
         raise ServingError(ErrorKind.CANCELLED, "client disconnected while sending the request") from None
     if encoding == "identity":
-        return memoryview(buffer)[pad:]
-    return memoryview(_inflate(buffer, encoding, limit))
+        return body
+    return memoryview(_inflate(body, encoding, limit))
 
 
-async def _receive(request: Request, limit: int, length: int | None, pad: int) -> bytearray:
-    """The raw body after `pad` bytes of alignment padding, checked against Content-Length and the limit."""
+async def _receive(request: Request, limit: int, length: int | None, offset: int) -> memoryview:
+    """The raw body, checked against Content-Length and the limit; with a Content-Length, its byte `offset` is
+    aligned (a body of unknown length grows as it comes, so it is not)."""
     if length is not None:
-        buffer = bytearray(pad + length)
+        buffer, pad = aligned_buffer(length, offset)
+        end_of_body = pad + length
         position = pad
         async for chunk in request.stream():
             end = position + len(chunk)
-            if end > len(buffer):
+            if end > end_of_body:
                 raise invalid(f"request body is longer than its Content-Length of {length} bytes")
             buffer[position:end] = chunk
             position = end
-        if position != len(buffer):
+        if position != end_of_body:
             raise invalid(f"request body has {position - pad} bytes but Content-Length says {length}")
-        return buffer
-    buffer = bytearray(pad)
+        return memoryview(buffer)[pad:end_of_body]
+    grown = bytearray()
     stream = request.stream()
     async for chunk in stream:
-        buffer += chunk
-        if len(buffer) - pad > limit:
+        grown += chunk
+        if len(grown) > limit:
             await _discard_rest(stream, limit)
-    return buffer
+    return memoryview(grown)
 
 
 async def _discard_rest(stream: AsyncIterator[bytes], limit: int) -> None:
@@ -122,7 +132,7 @@ async def _discard_rest(stream: AsyncIterator[bytes], limit: int) -> None:
     raise BodyTooLarge(message)
 
 
-def _inflate(data: bytearray, encoding: str, limit: int) -> bytearray:
+def _inflate(data: memoryview, encoding: str, limit: int) -> bytearray:
     inflater = zlib.decompressobj(_WBITS[encoding])
     try:
         out = inflater.decompress(data, limit + 1)

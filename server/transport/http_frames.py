@@ -23,7 +23,7 @@ from server.codec.http_infer import decode_infer_request, encode_infer_response
 from server.codec.http_json import dumps
 from server.errors import as_serving_error
 from server.transport.grpc_frames import HTTP_REPLY, pack
-from server.transport.http_body import ALIGNMENT
+from server.transport.http_body import aligned_buffer, header_offset
 from server.types import InferRequest, InferResponse
 
 PREFIX = struct.Struct("<HHH")
@@ -68,17 +68,11 @@ def read_http_call(stream: Stream, length: int) -> HttpCall | None:
     version = text[model_size:model_size + version_size].decode("utf-8", "replace")
     header_length = None if header_size == ABSENT else text[model_size + version_size:].decode("latin-1")
     body_size = length - PREFIX.size - text_size
-    pad = _padding(header_length)
-    buffer = bytearray(pad + body_size)
-    view = memoryview(buffer)[pad:]
+    buffer, pad = aligned_buffer(body_size, header_offset(header_length))
+    view = memoryview(buffer)[pad:pad + body_size]
     if body_size and stream.readinto(view) < body_size:
         return None
     return HttpCall(model, version, header_length, view)
-
-
-def _padding(header_length: str | None) -> int:
-    value = (header_length or "").strip()
-    return (-int(value)) % ALIGNMENT if value.isascii() and value.isdigit() else 0
 
 
 def decode(call: HttpCall, max_elements: int) -> InferRequest:
