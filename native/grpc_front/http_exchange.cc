@@ -44,7 +44,9 @@ class HttpPending final : public PendingCall {
  public:
   HttpPending(HttpFront* front, uint64_t connection, uint32_t call)
       : front_(front), connection_(connection), call_(call) {}
-  void Answer(uint8_t status, std::string payload) override { front_->Post(connection_, call_, status, std::move(payload)); }
+  void Answer(uint8_t status, std::string payload) override {
+    front_->Post(connection_, call_, status, std::move(payload));
+  }
   void Unref() override { delete this; }
 
  private:

@@ -2,19 +2,17 @@
 // What happens to the bytes is http_exchange.cc's business.
 #include "http_front.h"
 
-#include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
+#include <cstdio>
 #include <ctime>
+
+#include "sockets.h"
 
 namespace twofour {
 namespace {
@@ -22,46 +20,6 @@ namespace {
 constexpr uint64_t kListenerTag = 0, kWakeTag = 2;  // a connection's tags are 2*id (client) and 2*id+1 (uvicorn)
 constexpr size_t kBufferCap = 1 << 20;              // stop reading a side while this much waits to be written
 constexpr auto kSweepEvery = std::chrono::milliseconds(100);
-
-bool SplitHostPort(const std::string& address, std::string* host, std::string* port) {
-  size_t colon = address.rfind(':');
-  if (colon == std::string::npos) return false;
-  *host = address.substr(0, colon);
-  *port = address.substr(colon + 1);
-  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') *host = host->substr(1, host->size() - 2);
-  return true;
-}
-
-int BindListener(const std::string& address, int* port, std::string* error) {
-  std::string host, service;
-  if (!SplitHostPort(address, &host, &service)) {
-    *error = "invalid HTTP address " + address;
-    return -1;
-  }
-  addrinfo hints{}, *found = nullptr;
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  if (getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &found) != 0 || !found) {
-    *error = "cannot resolve HTTP address " + address;
-    return -1;
-  }
-  int fd = socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
-  int on = 1;
-  bool ok = fd >= 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == 0 &&
-            bind(fd, found->ai_addr, found->ai_addrlen) == 0 && listen(fd, 1024) == 0;
-  freeaddrinfo(found);
-  sockaddr_storage bound{};
-  socklen_t size = sizeof(bound);
-  if (!ok || getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &size) != 0) {
-    *error = "cannot bind HTTP to " + address + ": " + std::strerror(errno);
-    if (fd >= 0) close(fd);
-    return -1;
-  }
-  *port = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
-                                            : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  return fd;
-}
 
 void Control(int epoll, int op, int fd, uint64_t tag, uint32_t events) {
   epoll_event event{};
@@ -157,20 +115,6 @@ void HttpFront::Accept() {
   }
 }
 
-// Reads whatever the socket has into `buffer`; false at end of stream or on an error.
-static bool ReadInto(int fd, std::string* buffer) {
-  char chunk[65536];
-  for (;;) {
-    ssize_t got = read(fd, chunk, sizeof(chunk));
-    if (got > 0) {
-      buffer->append(chunk, static_cast<size_t>(got));
-      continue;
-    }
-    if (got < 0 && errno == EINTR) continue;
-    return got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-  }
-}
-
 void HttpFront::OnClient(Connection* c, uint32_t events) {
   if ((events & (EPOLLHUP | EPOLLERR)) && c->client_eof) return Close(c);  // fully gone: nothing left to answer
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
@@ -213,7 +157,9 @@ void HttpFront::Sweep(Clock::time_point now) {
   date_.assign(date, std::strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &utc));
   std::vector<Connection*> all;
   for (auto& [id, connection] : connections_) all.push_back(connection.get());
-  const auto seconds = [](double s) { return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s)); };
+  const auto seconds = [](double s) {
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  };
   for (Connection* c : all) {
     bool idle = c->state == State::kHead && c->in.empty() && c->out.empty();
     if (idle && (stopping_.load() || now - c->since > seconds(options_.keep_alive_s))) {
@@ -236,8 +182,8 @@ void HttpFront::Sweep(Clock::time_point now) {
 
 void HttpFront::Pump(Connection* c) {
   if (!Advance(c)) return Close(c);
-  if (!Flush(c->fd, &c->out)) return Close(c);  // the client is gone; its call, if any, is cancelled in Close
-  if (c->upstream >= 0 && !Flush(c->upstream, &c->up_out)) c->upstream_eof = true;
+  if (!SendSome(c->fd, &c->out)) return Close(c);  // the client is gone; its call, if any, is cancelled in Close
+  if (c->upstream >= 0 && !SendSome(c->upstream, &c->up_out)) c->upstream_eof = true;
   if (c->out.empty() && c->close_after_write) return Close(c);
   bool relaying = c->state == State::kRelayRequest || c->state == State::kRelayResponse;
   if (c->upstream_eof && !relaying && c->state != State::kTunnel) DropUpstream(c);  // an idle one uvicorn closed
@@ -249,25 +195,6 @@ void HttpFront::Pump(Connection* c) {
     if (c->upstream_eof && c->up_in.empty() && c->out.empty()) return Close(c);
   }
   Watch(c);
-}
-
-bool HttpFront::Flush(int fd, std::string* data) {
-  size_t written = 0;
-  while (written < data->size()) {
-    ssize_t sent = send(fd, data->data() + written, data->size() - written, MSG_NOSIGNAL);
-    if (sent > 0) {
-      written += static_cast<size_t>(sent);
-    } else if (sent < 0 && errno == EINTR) {
-      continue;
-    } else if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      break;
-    } else {
-      data->clear();
-      return false;
-    }
-  }
-  data->erase(0, written);
-  return true;
 }
 
 void HttpFront::Watch(Connection* c) {
@@ -292,18 +219,8 @@ void HttpFront::Watch(Connection* c) {
 bool HttpFront::OpenUpstream(Connection* c) {
   if (c->upstream >= 0 && !c->upstream_eof) return true;
   DropUpstream(c);  // uvicorn closed the last one while it was idle: start afresh
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  if (options_.relay_socket.size() >= sizeof(address.sun_path)) return false;
-  std::memcpy(address.sun_path, options_.relay_socket.c_str(), options_.relay_socket.size() + 1);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0 || connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    if (fd >= 0) close(fd);
-    return false;
-  }
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-  c->upstream = fd;
-  return true;
+  c->upstream = ConnectUnix(options_.relay_socket);
+  return c->upstream >= 0;
 }
 
 void HttpFront::DropUpstream(Connection* c) {

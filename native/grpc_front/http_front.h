@@ -89,7 +89,6 @@ class HttpFront {
   void TakePosted();
   void Sweep(Clock::time_point now);
   void Pump(Connection* c);
-  bool Flush(int fd, std::string* data);
   void Watch(Connection* c);
   bool OpenUpstream(Connection* c);
   void DropUpstream(Connection* c);

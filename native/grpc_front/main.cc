@@ -36,7 +36,7 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-// --name value or --name=value; every option is required but --grace-secs and the --http-* ones.
+// --name value or --name=value; every option is required but --grace-secs and the --http-* ones (HttpArgs).
 bool ParseArgs(int argc, char** argv, std::map<std::string, std::string>* args, std::string* error) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -60,6 +60,24 @@ bool ParseArgs(int argc, char** argv, std::map<std::string, std::string>* args, 
       return false;
     }
   }
+  return true;
+}
+
+// The --http-* options, every one required once --http-address is given.
+bool HttpArgs(std::map<std::string, std::string>* args, twofour::HttpOptions* options, std::string* error) {
+  for (const char* name : {"http-relay-socket", "http-max-head-bytes", "http-max-body-bytes",
+                           "http-body-timeout-secs", "http-keep-alive-secs"}) {
+    if (args->count(name) == 0) {
+      *error = std::string("--") + name + " is required with --http-address";
+      return false;
+    }
+  }
+  options->address = (*args)["http-address"];
+  options->relay_socket = (*args)["http-relay-socket"];
+  options->max_head = std::strtoull((*args)["http-max-head-bytes"].c_str(), nullptr, 10);
+  options->max_body = std::strtoull((*args)["http-max-body-bytes"].c_str(), nullptr, 10);
+  options->body_timeout_s = std::atof((*args)["http-body-timeout-secs"].c_str());
+  options->keep_alive_s = std::atof((*args)["http-keep-alive-secs"].c_str());
   return true;
 }
 
@@ -105,12 +123,7 @@ int main(int argc, char** argv) {
   int http_port = 0;
   if (args.count("http-address")) {
     twofour::HttpOptions options;
-    options.address = args["http-address"];
-    options.relay_socket = args["http-relay-socket"];
-    if (args.count("http-max-head-bytes")) options.max_head = std::strtoull(args["http-max-head-bytes"].c_str(), nullptr, 10);
-    if (args.count("http-max-body-bytes")) options.max_body = std::strtoull(args["http-max-body-bytes"].c_str(), nullptr, 10);
-    if (args.count("http-body-timeout-secs")) options.body_timeout_s = std::atof(args["http-body-timeout-secs"].c_str());
-    if (args.count("http-keep-alive-secs")) options.keep_alive_s = std::atof(args["http-keep-alive-secs"].c_str());
+    if (!HttpArgs(&args, &options, &error)) return Fail(error);
     http = std::make_unique<twofour::HttpFront>(&link, options);
     if (!http->Start(&http_port, &error)) return Fail(error);
     std::printf("{\"port\": %d, \"http_port\": %d}\n", port, http_port);
