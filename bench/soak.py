@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,28 @@ def sample(pid: int) -> tuple[float, int, int]:
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     rss = int(fields["VmRSS"].split()[0]) / 1024
     return rss, len(list(Path(f"/proc/{pid}/fd").iterdir())), int(fields["Threads"])
+
+
+def thread_names(pid: int) -> Counter[str]:
+    """How many threads carry each kernel-visible name ("python" for Python's own; gRPC and torch name theirs)."""
+    names: Counter[str] = Counter()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            names[(task / "comm").read_text().strip()] += 1
+        except OSError:  # ended between the listing and the read
+            pass
+    return names
+
+
+def name_changes(first: list[Counter[str]], last: list[Counter[str]]) -> str:
+    """Names whose median count moved between the first and the last samples, e.g. "python 6 -> 7"."""
+    moved = []
+    for name in sorted(set().union(*first, *last)):
+        before = statistics.median_low(c[name] for c in first)
+        after = statistics.median_low(c[name] for c in last)
+        if before != after:
+            moved.append(f"{name} {before} -> {after}")
+    return ", ".join(moved) or "none"
 
 
 class Counts:
@@ -150,6 +173,7 @@ def main() -> int:
                            "--load-model", "mlp_batched", "--load-model", "mixed")
     stop, counts = threading.Event(), Counts()
     samples: list[tuple[float, float, int, int]] = []
+    names: list[Counter[str]] = []
     start = time.monotonic()
     threads = run_traffic(server, modules["mlp"], modules["mlp_batched"], stop, counts)
     control = grpcclient.InferenceServerClient(server.grpc_url)
@@ -162,13 +186,15 @@ def main() -> int:
             control.load_model("mixed")
             reloads += 1
             samples.append((time.monotonic() - start, *sample(server.process.pid)))
+            names.append(thread_names(server.process.pid))
     finally:
         stop.set()
         for t in threads:
             t.join(60)
         code = server.stop()
         shutil.rmtree(root, ignore_errors=True)
-    measured = [s for s in samples if s[0] >= args.warmup] or samples
+    kept = [i for i, s in enumerate(samples) if s[0] >= args.warmup] or list(range(len(samples)))
+    measured, measured_names = [samples[i] for i in kept], [names[i] for i in kept]
     first, last = measured[0], measured[-1]
     peak = max(s[1] for s in measured)
     growth = (last[1] - first[1]) / first[1] * 100
@@ -183,6 +209,8 @@ def main() -> int:
     print(f"| open fds | {fds[0]} | {fds[1]} | {fds[1] - fds[0]:+d} (max {max(s[2] for s in measured)}) |")
     print(f"| threads | {threads[0]} | {threads[1]} | {threads[1] - threads[0]:+d} "
           f"(max {max(s[3] for s in measured)}) |")
+    print(f"\nthreads by name, median of the first and last five samples: "
+          f"{name_changes(measured_names[:5], measured_names[-5:])}")
     print("\n| traffic | ok | errors |\n|---|---|---|")
     for kind in sorted(set(counts.ok) | set(counts.errors)):
         print(f"| {kind} | {counts.ok.get(kind, 0)} | {len(counts.errors.get(kind, []))} |")
