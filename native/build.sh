@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the native gRPC front (native/grpc_front/*.cc) into native/build/twofour-grpc-front.
+# Builds the native front (native/grpc_front/*.cc: gRPC, and HTTP with --http-address) into
+# native/build/twofour-grpc-front, after running the HTTP head parser's tests (grpc_front/http_head_test.cc).
 # Needs g++, pkg-config and gRPC's C++ library (Debian/Ubuntu: libgrpc++-dev, gRPC >= 1.51 for the callback
 # generic API). Run as root with apt-get available, it installs whichever of those is missing first.
 set -euo pipefail
@@ -19,8 +20,15 @@ if ! command -v g++ >/dev/null || ! pkg-config --exists 'grpc++ >= 1.51' 2>/dev/
 fi
 
 mkdir -p build
+# the HTTP head parser's own tests first (no gRPC needed): a front that misreads requests is not built
+g++ -std=c++17 -O1 -Wall -Wextra -Werror -o build/http_head_test grpc_front/http_head_test.cc grpc_front/http_head.cc
+build/http_head_test
+sources=()
+for source in grpc_front/*.cc; do
+    [[ $source == *_test.cc ]] || sources+=("$source")
+done
 # -Werror: a warning here is a bug in a file that runs on every request
-g++ -std=c++17 -O2 -Wall -Wextra -Werror -o build/twofour-grpc-front.tmp grpc_front/*.cc \
+g++ -std=c++17 -O2 -Wall -Wextra -Werror -o build/twofour-grpc-front.tmp "${sources[@]}" \
     $(pkg-config --cflags --libs 'grpc++')
 mv build/twofour-grpc-front.tmp build/twofour-grpc-front
 echo "native: built native/build/twofour-grpc-front (gRPC $(pkg-config --modversion 'grpc++'))" >&2

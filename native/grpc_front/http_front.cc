@@ -126,6 +126,7 @@ void HttpFront::OnClient(Connection* c, uint32_t events) {
 }
 
 void HttpFront::OnUpstream(Connection* c, uint32_t events) {
+  if (c->upstream < 0) return;  // dropped earlier in this round of events
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
     if (!ReadInto(c->upstream, &c->up_in)) c->upstream_eof = true;
   }
