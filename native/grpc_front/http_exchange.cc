@@ -69,7 +69,7 @@ bool HttpFront::Advance(Connection* c) {
         c->plan = PlanRequest(c->in.data(), c->in.size(), options_.max_head, options_.max_body);
         if (c->plan.route == Route::kNeedMore) {
           if (!c->client_eof) return true;
-          if (!StartTunnel(c)) return false;  // a partial head, then the end: uvicorn says what it says
+          StartTunnel(c);  // a partial head, then the end: uvicorn says what it says
         } else if (c->plan.route == Route::kNative) {
           c->state = State::kBody;
           c->since = Clock::now();
@@ -77,8 +77,8 @@ bool HttpFront::Advance(Connection* c) {
         } else if (c->plan.route == Route::kRelay && OpenUpstream(c)) {
           c->state = State::kRelayRequest;
           c->relay_left = c->plan.head_size + c->plan.body_size;
-        } else if (!StartTunnel(c)) {
-          return false;
+        } else {
+          StartTunnel(c);
         }
         continue;
       }
@@ -96,7 +96,7 @@ bool HttpFront::Advance(Connection* c) {
         c->in.erase(0, n);
         c->relay_left -= n;
         if (!c->up_in.empty() || c->upstream_eof || (c->relay_left > 0 && c->client_eof)) {
-          if (!StartTunnel(c)) return false;  // uvicorn answered early (413), or the client stopped: a pipe
+          StartTunnel(c);  // uvicorn answered early (413), or the client stopped: a pipe
           continue;
         }
         if (c->relay_left > 0) return true;
@@ -109,7 +109,7 @@ bool HttpFront::Advance(Connection* c) {
           ResponsePlan answer = PlanResponse(c->up_in.data(), c->up_in.size(), c->plan.head_method);
           if (answer.framing == Framing::kNeedMore && !c->upstream_eof) return true;
           if (answer.framing != Framing::kLength) {
-            if (!StartTunnel(c)) return false;
+            StartTunnel(c);
             continue;
           }
           c->answer_framed = true;
@@ -141,16 +141,16 @@ bool HttpFront::Advance(Connection* c) {
   }
 }
 
-// From now on the connection is a byte pipe to uvicorn, starting with whatever the client sent that is unanswered.
-bool HttpFront::StartTunnel(Connection* c) {
+// From now on the connection is a byte pipe to uvicorn, starting with whatever the client sent that is unanswered
+// (or, if uvicorn cannot be reached, a 503 and the end of the connection).
+void HttpFront::StartTunnel(Connection* c) {
   if (c->state != State::kRelayRequest && c->state != State::kRelayResponse && !OpenUpstream(c)) {
     RespondError(c, 503, "the server's HTTP handler is not reachable", true);
     c->in.clear();
     c->state = State::kHead;
-    return true;
+    return;
   }
   c->state = State::kTunnel;
-  return true;
 }
 
 void HttpFront::SendCall(Connection* c) {

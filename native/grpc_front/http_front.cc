@@ -167,7 +167,8 @@ void HttpFront::Sweep(Clock::time_point now) {
       Close(c);
     } else if (c->state == State::kHead && !c->in.empty() && now - c->head_started > std::chrono::seconds(1)) {
       // a head still incomplete after a second: uvicorn applies its own rules to it, as it always did
-      if (StartTunnel(c)) Pump(c);
+      StartTunnel(c);
+      Pump(c);
     } else if (c->state == State::kBody && now - c->since > seconds(options_.body_timeout_s)) {
       char message[128];
       std::snprintf(message, sizeof(message),

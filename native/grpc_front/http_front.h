@@ -96,7 +96,7 @@ class HttpFront {
 
   // http_exchange.cc: one connection's requests, what becomes of each, and the answers the front writes itself.
   bool Advance(Connection* c);
-  bool StartTunnel(Connection* c);
+  void StartTunnel(Connection* c);
   void SendCall(Connection* c);
   void Answer(Connection* c, uint8_t status, const std::string& payload);
   void Respond(Connection* c, int status, const std::string& content_type, const std::string& extra_headers,

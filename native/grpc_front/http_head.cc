@@ -9,6 +9,7 @@ namespace twofour {
 namespace {
 
 constexpr std::string_view kInferPrefix = "/v2/models/";
+constexpr size_t kMaxText = 0xffff;  // the HTTP CALL frame gives model, version and header length a u16 size each
 
 bool IsTokenChar(unsigned char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
@@ -165,7 +166,8 @@ RequestPlan PlanRequest(const char* data, size_t size, size_t max_head, uint64_t
   plan.head_method = method == "HEAD";
   // the whole request within max_body, so its frame stays within the link's limit (larger ones: uvicorn decides)
   bool native = method == "POST" && http == "HTTP/1.1" && has_length && head_end + plan.body_size <= max_body &&
-                identity && !header_length_twice && InferTarget(target, &plan.model, &plan.version);
+                identity && !header_length_twice && InferTarget(target, &plan.model, &plan.version) &&
+                plan.model.size() < kMaxText && plan.version.size() < kMaxText && plan.header_length.size() < kMaxText;
   plan.route = native ? Route::kNative : Route::kRelay;
   return plan;
 }

@@ -51,6 +51,13 @@ void RelayedRequests() {
        }) {
     Check(Plan(text).route == twofour::Route::kRelay, "relayed", text);
   }
+  for (const std::string& text : {  // names longer than the frame's u16 sizes
+           "POST /v2/models/" + std::string(70000, 'm') + "/infer HTTP/1.1\r\nContent-Length: 4\r\n\r\n",
+           "POST /v2/models/m/infer HTTP/1.1\r\nContent-Length: 4\r\nInference-Header-Content-Length: " +
+               std::string(70000, '1') + "\r\n\r\n",
+       }) {
+    Check(Plan(text, 1 << 20).route == twofour::Route::kRelay, "relayed (long)", text.substr(0, 40));
+  }
 }
 
 void TunnelledRequests() {
