@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <ctime>
 
@@ -88,7 +89,7 @@ void HttpFront::Loop() {
     }
     if (accepting && stopping_.load()) {
       accepting = false;
-      epoll_ctl(epoll_, EPOLL_CTL_DEL, listener_, nullptr);
+      if (!accept_paused_) epoll_ctl(epoll_, EPOLL_CTL_DEL, listener_, nullptr);
       close(listener_);
     }
     Clock::time_point now = Clock::now();
@@ -102,7 +103,12 @@ void HttpFront::Loop() {
 void HttpFront::Accept() {
   for (;;) {
     int fd = accept4(listener_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) return;  // EAGAIN, or a client gone before we took it, or out of descriptors (retried next round)
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {  // out of descriptors: stop watching the listener until
+      epoll_ctl(epoll_, EPOLL_CTL_DEL, listener_, nullptr);  // the next sweep, or it would wake us in a busy loop
+      accept_paused_ = true;
+      return;
+    }
+    if (fd < 0) return;  // EAGAIN, or a client gone before we took it
     int on = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     auto connection = std::make_unique<Connection>();
@@ -156,6 +162,10 @@ void HttpFront::Sweep(Clock::time_point now) {
   std::tm utc{};
   gmtime_r(&wall, &utc);
   date_.assign(date, std::strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &utc));
+  if (accept_paused_ && !stopping_.load()) {
+    accept_paused_ = false;
+    Control(epoll_, EPOLL_CTL_ADD, listener_, kListenerTag, EPOLLIN);
+  }
   std::vector<Connection*> all;
   for (auto& [id, connection] : connections_) all.push_back(connection.get());
   const auto seconds = [](double s) {

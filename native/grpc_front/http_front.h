@@ -109,6 +109,7 @@ class HttpFront {
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> connections_;
   uint64_t next_id_ = 16;  // ids below are the listener's and the wake-up's
   uint32_t next_call_ = 0;
+  bool accept_paused_ = false;  // out of descriptors: the listener is unwatched until the next sweep
   std::atomic<bool> stopping_{false};
   std::atomic<int> calls_in_flight_{0};
   std::string date_;  // the Date header's value, renewed by each sweep (RFC 9110 asks an origin server for one)
