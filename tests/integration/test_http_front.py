@@ -13,7 +13,9 @@ import gzip
 import io
 import json
 import os
+import resource
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,3 +151,57 @@ def test_requests_the_front_does_not_answer_itself_are_still_answered(fronts: di
                                    rtol=1e-5, atol=1e-6)
     old, = exchange(fronts["native"], plain.replace(b"HTTP/1.1", b"HTTP/1.0", 1))
     assert old[0] == 200 and json.loads(old[2])["model_name"] == "mlp"
+
+
+def front_pid(server: ServerProcess) -> int:
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+    for pid in children:
+        if Path(f"/proc/{pid}/comm").read_text().strip().startswith("twofour-grpc"):
+            return int(pid)
+    raise AssertionError(f"no native front among the server's children {children}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_head_that_stalls_is_handed_to_uvicorn_and_still_answered(fronts: dict[str, ServerProcess]) -> None:
+    """A head still incomplete after a second goes to uvicorn (tunnel) with what came so far; the rest follows."""
+    request = json_infer(X)
+    with socket.create_connection(("127.0.0.1", fronts["native"].http_port), timeout=30) as sock:
+        sock.sendall(request[:20])
+        time.sleep(1.5)
+        sock.sendall(request[20:])
+        status, headers, body = read_response(sock.makefile("rb"))
+    assert status == 200 and headers.get("server") == "uvicorn"  # answered by uvicorn, through the tunnel
+    assert json.loads(body)["model_name"] == "mlp"
+
+
+def test_an_idle_keep_alive_connection_is_closed(fronts: dict[str, ServerProcess]) -> None:
+    with socket.create_connection(("127.0.0.1", fronts["native"].http_port), timeout=30) as sock:
+        sock.sendall(json_infer(X))
+        stream = sock.makefile("rb")
+        assert read_response(stream)[0] == 200
+        start = time.monotonic()
+        assert stream.read() == b""  # the front closes it: 5 s idle, as uvicorn's default
+        assert 4 < time.monotonic() - start < 15
+
+
+def test_out_of_descriptors_the_front_neither_spins_nor_stops_accepting(fronts: dict[str, ServerProcess]) -> None:
+    pid = front_pid(fronts["native"])
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir(f"/proc/{pid}/fd"))
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 4, hard))
+    try:
+        held = [socket.create_connection(("127.0.0.1", fronts["native"].http_port), timeout=30) for _ in range(12)]
+        time.sleep(0.3)
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        assert cpu_seconds(pid) - before < 0.3, "the front spins while it cannot accept"
+        for sock in held:
+            sock.close()
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    answer, = exchange(fronts["native"], json_infer(X))  # accepting again once descriptors are free
+    assert answer[0] == 200
