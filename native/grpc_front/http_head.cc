@@ -89,6 +89,13 @@ bool ParseHeader(std::string_view line, Header* header) {
   return true;
 }
 
+// A Content-Length header: false when it repeats or is not plain digits (the message's framing is then in doubt).
+bool TakeLength(const Header& header, bool* seen, uint64_t* size) {
+  if (*seen || !ParseDigits(header.value, size)) return false;
+  *seen = true;
+  return true;
+}
+
 // "/v2/models/{m}/infer" or "/v2/models/{m}/versions/{v}/infer", as the server's own route reads its path.
 bool InferTarget(std::string_view target, std::string* model, std::string* version) {
   if (target.substr(0, kInferPrefix.size()) != kInferPrefix) return false;
@@ -146,8 +153,7 @@ RequestPlan PlanRequest(const char* data, size_t size, size_t max_head, uint64_t
     Header header;
     if (!ParseHeader(lines[i], &header)) return plan;
     if (header.name == "content-length") {
-      if (has_length || !ParseDigits(header.value, &plan.body_size)) return plan;
-      has_length = true;
+      if (!TakeLength(header, &has_length, &plan.body_size)) return plan;
     } else if (header.name == "transfer-encoding" || header.name == "expect" || header.name == "upgrade") {
       return plan;  // chunked bodies, 100-continue and protocol switches are uvicorn's to handle
     } else if (header.name == "connection") {
@@ -190,8 +196,7 @@ ResponsePlan PlanResponse(const char* data, size_t size, bool head_method) {
     Header header;
     if (!ParseHeader(lines[i], &header)) return plan;
     if (header.name == "content-length") {
-      if (has_length || !ParseDigits(header.value, &plan.body_size)) return plan;
-      has_length = true;
+      if (!TakeLength(header, &has_length, &plan.body_size)) return plan;
     } else if (header.name == "transfer-encoding") {
       return plan;
     } else if (header.name == "connection" && Lower(header.value).find("close") != std::string::npos) {
