@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.transport.grpc_front_command import NATIVE_NAME, native_binary
@@ -113,6 +114,14 @@ def test_the_front_process_owns_the_port_and_relays_every_method(
         assert "not a valid protobuf message" in str(garbage.value.details())
 
 
+def http_infer(url: str, module: torch.nn.Module) -> None:
+    client = httpclient.InferenceServerClient(url)
+    x = np.random.default_rng(1).standard_normal((2, 16)).astype(np.float32)
+    request = httpclient.InferInput("INPUT0", [2, 16], "FP32").set_data_from_numpy(x)
+    out = client.infer("mlp", [request]).as_numpy("OUTPUT0")
+    np.testing.assert_allclose(out, module(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_a_killed_front_is_restarted_on_the_same_port(
         front_server: ServerProcess, modules: dict[str, torch.nn.Module]) -> None:
     [first] = fronts(front_server.process.pid)
@@ -122,6 +131,7 @@ def test_a_killed_front_is_restarted_on_the_same_port(
         time.sleep(0.1)  # the replacement says so once it has bound the port
     assert fronts(front_server.process.pid) not in ([], [first]), front_server.output()
     infer(front_server.grpc_url, modules["mlp"])
+    http_infer(front_server.http_url, modules["mlp"])  # the native front's HTTP port came back with it
     assert front_server.alive()
     assert "exited with code -9" in front_server.output()
     assert scrape(front_server)["twofour_grpc_frontend_restarts_total"] == 1.0
