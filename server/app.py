@@ -27,7 +27,7 @@ from server.metrics_http import start_metrics_listener
 from server.registry import Registry
 from server.repository_control import RepositoryControl
 from server.runtime.select import DeviceError, create_runtime, resolve_device
-from server.settings import Settings
+from server.settings import HTTP_KEEP_ALIVE_S, Settings
 
 log = logging.getLogger("twofour")
 
@@ -130,14 +130,13 @@ async def serve(app: App, stop: asyncio.Event) -> int:
         grpc_server, app.ports["grpc"] = create_grpc_server(app.dataplane, app.control, settings)
         _add_sparsity_service(grpc_server, app)
         await grpc_server.start()
-    http_behind_front = frontend is not None and frontend.serves_http
-    if "http" in listeners and settings.http_frontend == "native" and not http_behind_front:
-        from server.transport.grpc_front_command import FrontUnavailable
+    if frontend is None:
+        from server.transport.grpc_front_process import front_serves_http
 
-        raise FrontUnavailable("--http-frontend native needs the native gRPC front: gRPC on, with --grpc-frontend "
-                               "native or auto; or use --http-frontend auto or uvicorn")
+        front_serves_http(settings, None)  # only to refuse `--http-frontend native` without a front
+    http_behind_front = frontend is not None and frontend.serves_http
     if "http" in listeners:  # first, so that the front relays to a listening uvicorn from its first request
-        if frontend is not None and http_behind_front:
+        if frontend is not None and frontend.serves_http:
             sock = _bind_private(frontend.http_relay_socket)
         else:
             sock = _bind(settings.host, listeners["http"])
@@ -146,7 +145,7 @@ async def serve(app: App, stop: asyncio.Event) -> int:
                                 access_log=False, lifespan="off", proxy_headers=False, timeout_graceful_shutdown=1,
                                 http=_http_protocol(settings),
                                 # behind the front, which closes idle clients (and their relay connections) itself
-                                timeout_keep_alive=75 if http_behind_front else 5)
+                                timeout_keep_alive=75 if http_behind_front else HTTP_KEEP_ALIVE_S)
         http_server = _QuietUvicorn(config)
         http_task = asyncio.create_task(http_server.serve(sockets=[sock]))
     if frontend is not None:

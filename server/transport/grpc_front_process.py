@@ -29,14 +29,13 @@ import grpc
 
 from server.dataplane import DataPlane
 from server.repository_control import RepositoryControl
-from server.settings import Settings
+from server.settings import HTTP_KEEP_ALIVE_S, Settings
 from server.transport.grpc import MESSAGE_HEADROOM, bind_address, create_grpc_server
 from server.transport.grpc_fastpath import FastPath
 from server.transport.grpc_front_command import FrontUnavailable, front_command
 
 log = logging.getLogger("twofour.grpc.front")
 
-HTTP_KEEP_ALIVE_S = 5.0  # uvicorn's default, which the public port kept before the front served it
 MAX_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 START_TIMEOUT_S = 60.0
@@ -49,7 +48,7 @@ class GrpcFrontend:
                  on_failure: Callable[[], None]) -> None:
         self._settings, self._on_failure = settings, on_failure
         self._command, self.implementation = front_command(settings.grpc_frontend)  # first: nothing to clean up
-        self.serves_http = _serves_http(settings, self.implementation)
+        self.serves_http = front_serves_http(settings, self.implementation)
         self._dir = Path(tempfile.mkdtemp(prefix="twofour-grpc-"))  # 0700: only this user reaches the sockets
         self._relay_socket, self._fast_socket = self._dir / "grpc.sock", self._dir / "infer.sock"
         self.http_relay_socket = self._dir / "http.sock"  # uvicorn's, when the front serves HTTP
@@ -160,11 +159,14 @@ class GrpcFrontend:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-def _serves_http(settings: Settings, implementation: str) -> bool:
-    """Whether the front owns the public HTTP port: the native front does unless `--http-frontend uvicorn`."""
+def front_serves_http(settings: Settings, implementation: str | None) -> bool:
+    """Whether the front owns the public HTTP port (`implementation`: the front that runs, None when none does).
+
+    The native front does unless `--http-frontend uvicorn`; `--http-frontend native` without it refuses to start.
+    """
     if "http" not in settings.enabled_listeners() or settings.http_frontend == "uvicorn":
         return False
     if implementation != "native" and settings.http_frontend == "native":
-        raise FrontUnavailable("--http-frontend native needs the native gRPC front (its binary, and --grpc-frontend "
-                               "native or auto); or use --http-frontend auto or uvicorn")
+        raise FrontUnavailable("--http-frontend native needs the native gRPC front: gRPC on, with --grpc-frontend "
+                               "native or auto and its binary; or use --http-frontend auto or uvicorn")
     return implementation == "native"

@@ -25,11 +25,17 @@ log = logging.getLogger("twofour.http")
 JSON = "application/json"
 
 
+def error_body(error: ServingError) -> tuple[bytes, bool]:
+    """The `{"error": ...}` body, and whether the connection must close (unread request bytes remain); the uvicorn
+    route and the native front's HTTP replies (http_frames.py) both answer with it."""
+    return dumps({"error": error.message}), bool(getattr(error, "close_connection", False))
+
+
 def error_response(error: ServingError) -> Response:
     """`{"error": ...}` with the table's status; closes the connection when unread request bytes remain."""
-    headers = {"Connection": "close"} if getattr(error, "close_connection", False) else None
-    return Response(dumps({"error": error.message}), status_code=error.status.http, media_type=JSON,
-                    headers=headers)
+    body, close = error_body(error)
+    return Response(body, status_code=error.status.http, media_type=JSON,
+                    headers={"Connection": "close"} if close else None)
 
 
 def exception_response(exc: BaseException, context: str) -> Response:

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from server.codec.http_infer import decode_infer_request, encode_infer_response
-from server.codec.http_json import dumps
 from server.errors import as_serving_error
 from server.transport.grpc_frames import HTTP_REPLY, pack
 from server.transport.http_body import aligned_buffer, header_offset
+from server.transport.http_errors import error_body
 from server.types import InferRequest, InferResponse
 
 PREFIX = struct.Struct("<HHH")
@@ -82,14 +82,12 @@ def decode(call: HttpCall, max_elements: int) -> InferRequest:
 
 def ok_frame(call_id: int, response: InferResponse, binary_output: bool) -> bytes:
     payload, header_length = encode_infer_response(response, binary_output)
-    if header_length is None:
-        return pack(HTTP_REPLY, call_id, REPLY_PREFIX.pack(200, 0, 0) + payload)
-    return pack(HTTP_REPLY, call_id, REPLY_PREFIX.pack(200, BINARY, header_length) + payload)
+    flags = 0 if header_length is None else BINARY
+    return pack(HTTP_REPLY, call_id, REPLY_PREFIX.pack(200, flags, header_length or 0) + payload)
 
 
 def error_frame(call_id: int, exc: BaseException) -> bytes:
-    """`{"error": ...}` with the error table's status, as http_errors.error_response answers."""
+    """The error table's status and the uvicorn route's own error body (http_errors.error_body)."""
     error = as_serving_error(exc)
-    flags = CLOSE if getattr(error, "close_connection", False) else 0
-    body = dumps({"error": error.message})
-    return pack(HTTP_REPLY, call_id, REPLY_PREFIX.pack(error.status.http, flags, 0) + body)
+    body, close = error_body(error)
+    return pack(HTTP_REPLY, call_id, REPLY_PREFIX.pack(error.status.http, CLOSE if close else 0, 0) + body)

@@ -205,3 +205,13 @@ def test_out_of_descriptors_the_front_neither_spins_nor_stops_accepting(fronts: 
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
     answer, = exchange(fronts["native"], json_infer(X))  # accepting again once descriptors are free
     assert answer[0] == 200
+
+
+@pytest.mark.parametrize("grpc_front", ["inline", "python"])
+def test_http_frontend_native_without_the_native_front_refuses_to_start(
+        model_repository: tuple[Path, dict[str, torch.nn.Module]], tmp_path: Path, grpc_front: str) -> None:
+    with pytest.raises(RuntimeError) as failed:
+        ServerProcess(model_repository[0], "--grpc-frontend", grpc_front, "--http-frontend", "native",
+                      env={"TMPDIR": str(tmp_path)})
+    assert "--http-frontend native needs the native gRPC front" in str(failed.value)
+    assert not list(tmp_path.glob("twofour-grpc-*"))  # nothing left behind
