@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
 # Idle keep-alive on the public HTTP port, uvicorn's or the native front's (uvicorn's default, kept by the front)
-HTTP_KEEP_ALIVE_S = 5.0
+HTTP_KEEP_ALIVE_S = 5
 
 
 class Settings(BaseSettings):
