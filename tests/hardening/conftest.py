@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.support.models import build_test_repository
+from tests.support.models import build_bytes_repository, build_test_repository
 from tests.support.server import ServerProcess, running_server
 
 TOKEN = "hardening-token"
@@ -20,7 +20,7 @@ MAX_ELEMENTS = 100_000
 @pytest.fixture(scope="session")
 def hard_repository(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, torch.nn.Module]]:
     root = tmp_path_factory.mktemp("hardening_repo")
-    return root, build_test_repository(root)
+    return root, {**build_test_repository(root), **build_bytes_repository(root)}
 
 
 @pytest.fixture(scope="session")

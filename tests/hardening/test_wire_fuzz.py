@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 
 import grpc
 import numpy as np
@@ -23,11 +24,13 @@ from tests.hardening.test_codec_properties import grpc_requests, json_values
 from tests.hardening.wire import Http, assert_still_correct, error_text, raw_exchange
 
 WIRE = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-MODELS = ["mlp", "mlp_batched", "mixed", "nosuch"]  # not "broken": its 503 is the server's state, not the request
+# not "broken": its 503 is the server's state, not the request; "texty" declares a BYTES `text` input, "classifier"
+# has a labelled output (the classification extension)
+MODELS = ["mlp", "mlp_batched", "mixed", "texty", "classifier", "nosuch"]
 SERVER_FAULTS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 
 mlp_inputs = st.fixed_dictionaries(
-    {"name": st.sampled_from(["INPUT0", "A", "input0"]),
+    {"name": st.sampled_from(["INPUT0", "A", "input0", "text"]),
      "datatype": st.sampled_from(["FP32", "FP16", "INT32", "BOOL", "BYTES", "X"]),
      "shape": st.lists(st.one_of(st.integers(-1, 20), st.sampled_from([10**12, 2**64, 2**63 - 1])), max_size=4)},
     optional={"data": st.one_of(json_values, st.lists(st.floats(allow_nan=False), max_size=40)),
@@ -227,3 +230,102 @@ def test_limits_apply_on_both_transports(hard_server, hard_repository, http) -> 
             call(message, timeout=10)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and fragment in info.value.details()
     stub.close()
+
+
+# -- BYTES on both ports ------------------------------------------------------------------------------------------
+@st.composite
+def framed_bytes(draw: st.DrawFn) -> tuple[bytes, int]:
+    """tritonclient-framed elements, then maybe mangled: a cut, trailing bytes, a patched length prefix."""
+    values = draw(st.lists(st.binary(max_size=10), min_size=1, max_size=6))
+    data = bytearray(b"".join(struct.pack("<I", len(v)) + v for v in values))
+    mangle = draw(st.sampled_from(["none", "cut", "extend", "patch", "count"]))
+    count = len(values)
+    if mangle == "cut":
+        del data[draw(st.integers(0, len(data) - 1)):]
+    elif mangle == "extend":
+        data += draw(st.binary(min_size=1, max_size=8))
+    elif mangle == "patch":
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    elif mangle == "count":
+        count = draw(st.integers(0, 12))
+    return bytes(data), count
+
+
+def texty_request(framed: bytes, count: int, with_tensor: bool) -> tuple[bytes, dict[str, str]]:
+    inputs: list[dict] = [{"name": "text", "datatype": "BYTES", "shape": [count, 1],
+                           "parameters": {"binary_data_size": len(framed)}}]
+    if with_tensor:
+        inputs.insert(0, {"name": "INPUT0", "datatype": "FP32", "shape": [count, 16], "data": [0.5] * (16 * count)})
+    header = json.dumps({"inputs": inputs}).encode()
+    return header + framed, {"Inference-Header-Content-Length": str(len(header))}
+
+
+@WIRE
+@given(case=framed_bytes(), with_tensor=st.booleans())
+def test_bytes_framings_get_named_client_errors_on_both_ports(hard_server, hard_repository, hard_modules, http,  # type: ignore[no-untyped-def]
+                                                              channel, case: tuple[bytes, int],
+                                                              with_tensor: bool) -> None:
+    """Text to a model without a tokenizer: whatever the framing, a 400 / INVALID_ARGUMENT that says what is wrong
+    (the framing, the batch size, a missing input, or that the model cannot use text), never a 5xx."""
+    tried("wire: BYTES framings, HTTP and gRPC", 2)
+    framed, count = case
+    status, payload = http.request("POST", "/v2/models/texty/infer", *texty_request(framed, count, with_tensor))
+    assert status == 400, (status, payload)
+    message = error_text(status, payload, hard_repository[0])
+    assert any(w in message for w in ("BYTES", "no tokenizer", "batch size", "requires inputs", "shape")), message
+    request = pb.ModelInferRequest(model_name="texty", raw_input_contents=[framed])
+    request.inputs.add(name="text", datatype="BYTES", shape=[count, 1])
+    if with_tensor:
+        request.inputs.insert(0, pb.ModelInferRequest.InferInputTensor(name="INPUT0", datatype="FP32",
+                                                                         shape=[count, 16]))
+        request.raw_input_contents.insert(0, np.full((count, 16), 0.5, np.float32).tobytes())
+    call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                               request_serializer=pb.ModelInferRequest.SerializeToString,
+                               response_deserializer=pb.ModelInferResponse.FromString)
+    with pytest.raises(grpc.RpcError) as info:
+        call(request, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (info.value.code(), info.value.details())
+    if np.random.default_rng().random() < 0.05:
+        assert_still_correct(hard_server, hard_modules["mlp"])
+
+
+class_counts = st.one_of(st.integers(-3, 12), st.sampled_from([2**31, 2**63 - 1]), st.booleans(),
+                         st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=3), st.none())
+
+
+@WIRE
+@given(k=class_counts, binary=st.booleans(), rows=st.integers(1, 3))
+def test_classification_requests_answer_top_k_or_a_client_error(hard_server, hard_repository, http,  # type: ignore[no-untyped-def]
+                                                                k: object, binary: bool, rows: int) -> None:
+    tried("wire: classification parameters, HTTP and gRPC", 2)
+    x = np.random.default_rng(rows).standard_normal((rows, 16)).astype(np.float32)
+    document = {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [rows, 16], "data": x.ravel().tolist()}],
+                "outputs": [{"name": "OUTPUT0", "parameters": {"classification": k, "binary_data": binary}}]}
+    status, payload = http.request("POST", "/v2/models/classifier/infer", json.dumps(document).encode())
+    valid = type(k) is int and k >= 0
+    if not valid:
+        assert status == 400 and "classification" in error_text(status, payload, hard_repository[0])
+    else:
+        assert status == 200, payload
+        output = json.JSONDecoder().raw_decode(payload.decode("latin-1"))[0]["outputs"][0]  # header, then binary
+        expected_shape = [rows, min(int(k), 4)] if k else [rows, 4]  # k 0 means no classification (tritonclient)
+        assert output["shape"] == expected_shape and output["datatype"] == ("BYTES" if k else "FP32")
+    if type(k) is int and -(2**63) <= k < 2**63:
+        request = pb.ModelInferRequest(model_name="classifier", raw_input_contents=[x.tobytes()])
+        request.inputs.add(name="INPUT0", datatype="FP32", shape=[rows, 16])
+        request.outputs.add(name="OUTPUT0").parameters["classification"].int64_param = k
+        stub = grpc.insecure_channel(hard_server.grpc_url)
+        try:
+            call = stub.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                    request_serializer=pb.ModelInferRequest.SerializeToString,
+                                    response_deserializer=pb.ModelInferResponse.FromString)
+            if valid:
+                reply = call(request, timeout=10)
+                assert list(reply.outputs[0].shape) == expected_shape
+            else:
+                with pytest.raises(grpc.RpcError) as info:
+                    call(request, timeout=10)
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "classification" in \
+                    info.value.details()
+        finally:
+            stub.close()
