@@ -201,6 +201,11 @@ def test_bad_bytes_are_named_on_both_ports_and_the_server_keeps_serving(server: 
     for tensor, words in crossed:
         status, error = post(server, json.dumps({"inputs": [tensor]}).encode())
         assert status == 400 and words in error, error
+    # JSON text is UTF-8: a string holding invalid UTF-8 (or a lone surrogate escape) makes the document invalid
+    for string in (b"\xff\xfe", b"\\ud800"):
+        status, error = post(server, b'{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1, 1], '
+                                     b'"data": ["' + string + b'"]}]}')
+        assert status == 400 and "not valid JSON" in error, error
     assert served_logits(server).shape == (3, 4)  # everyone else is still served
 
 

@@ -151,3 +151,9 @@ def test_grpc_request_encoder_round_trips_bytes() -> None:
     request = grpc_tensors.decode_infer_request(grpc_request(RAW))
     again = grpc_tensors.decode_infer_request(grpc_tensors.encode_infer_request(request))
     assert again.inputs[0].data.tolist() == RAW.tolist()
+
+
+def test_utf8_texts_for_tokenizers_name_the_bad_element() -> None:
+    assert bytes_tensor.utf8_texts(utf8(TEXTS), "text") == TEXTS.reshape(-1).tolist()
+    with pytest.raises(ServingError, match=r"input 'text': BYTES element 0 is not valid UTF-8 text \(byte 0: "):
+        bytes_tensor.utf8_texts(RAW, "text")
