@@ -18,10 +18,21 @@ from typing import Any
 
 import numpy as np
 
-from server.errors import invalid
+from server.errors import invalid, too_large
 
 PREFIX = struct.Struct("<I")
 OBJECT = np.dtype(object)
+# Strings per BYTES tensor. Why a bound of its own: framing is sequential, so decoding costs about a microsecond
+# of Python per element on the thread that decodes (the event loop, or a front connection's reader), and a 64 MiB
+# body of empty strings would be 16 million of them. 2**18 is far above any batch of text, and decodes in ~0.1 s.
+MAX_ELEMENTS = 1 << 18
+
+
+def check_count(count: int, name: str) -> None:
+    """Refuse (413) a BYTES shape with more elements than a request may carry, before decoding any of them."""
+    if count > MAX_ELEMENTS:
+        raise too_large(f"input {name!r}: BYTES shape holds {count} elements; a request may carry at most "
+                        f"{MAX_ELEMENTS} strings per tensor")
 
 
 def is_bytes_array(value: Any) -> bool:
@@ -31,6 +42,7 @@ def is_bytes_array(value: Any) -> bool:
 
 def deserialize(raw: bytes | bytearray | memoryview, count: int, name: str) -> np.ndarray:
     """The flat object array of `count` bytes elements framed in `raw`; refuses anything but exact framing."""
+    check_count(count, name)
     data = memoryview(raw).cast("B") if isinstance(raw, memoryview) else memoryview(raw)
     size = len(data)
     if count * PREFIX.size > size:  # every element needs at least its prefix: refuse before looping

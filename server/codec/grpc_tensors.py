@@ -127,6 +127,7 @@ def _from_typed(name: str, datatype: str, count: int, contents: pb.InferTensorCo
 
 def _from_bytes_contents(name: str, count: int, contents: pb.InferTensorContents, present: list[str]) -> np.ndarray:
     """BYTES in `contents.bytes_contents`: one repeated entry per element, unframed."""
+    bytes_tensor.check_count(count, name)
     wrong = [f for f in present if f != "bytes_contents"]
     if wrong:
         raise invalid(f"input {name!r}: BYTES data belongs in contents.bytes_contents, not contents.{wrong[0]}")

@@ -72,6 +72,7 @@ def _json_strings(data: Any, count: int, name: str) -> np.ndarray:
 
     JSON text is UTF-8 by definition, so invalid UTF-8 never reaches here (the document fails to parse); a
     lone surrogate escape is refused when it is encoded. Numbers are refused, not turned into their text."""
+    bytes_tensor.check_count(count, name)
     if not isinstance(data, list):
         raise invalid(f"input {name!r}: 'data' must be a JSON array, got {type(data).__name__}")
     try:

@@ -157,3 +157,20 @@ def test_utf8_texts_for_tokenizers_name_the_bad_element() -> None:
     assert bytes_tensor.utf8_texts(utf8(TEXTS), "text") == TEXTS.reshape(-1).tolist()
     with pytest.raises(ServingError, match=r"input 'text': BYTES element 0 is not valid UTF-8 text \(byte 0: "):
         bytes_tensor.utf8_texts(RAW, "text")
+
+
+def test_more_strings_than_a_request_may_carry_is_413_before_any_decoding() -> None:
+    count = bytes_tensor.MAX_ELEMENTS + 1
+    framed = b"\0\0\0\0" * count
+    with pytest.raises(ServingError, match=f"at most {bytes_tensor.MAX_ELEMENTS} strings") as info:
+        bytes_tensor.deserialize(framed, count, "text")
+    assert info.value.kind == ErrorKind.TOO_LARGE
+    message = pb.ModelInferRequest(model_name="m")
+    message.inputs.add(name="text", datatype="BYTES", shape=[count]).contents.bytes_contents.extend([b""] * count)
+    with pytest.raises(ServingError, match="at most"):
+        grpc_tensors.decode_infer_request(message)
+    body = memoryview(bytearray(b'{"inputs": [{"name": "t", "datatype": "BYTES", "shape": [%d], "data": []}]}'
+                                % count))
+    with pytest.raises(ServingError, match="at most"):
+        http_infer.decode_infer_request(body, None, "m", "", 2 * count)
+    assert bytes_tensor.deserialize(b"\0\0\0\0" * (count - 1), count - 1, "text").size == count - 1
