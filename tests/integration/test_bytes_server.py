@@ -149,6 +149,8 @@ def test_text_to_a_model_without_tokenizer_is_refused_on_every_path(server: Serv
         with pytest.raises(InferenceServerException) as info:
             client.infer("texty", grpc_text(SENTENCES))
         assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and NO_TOKENIZER in info.value.message()
+        text = client.get_model_metadata("texty").inputs[1]
+        assert (text.name, text.datatype, list(text.shape)) == ("text", "BYTES", [-1, 1])
 
 
 def post(server: ServerProcess, body: bytes, header_length: int | None = None) -> tuple[int, str]:
