@@ -59,6 +59,9 @@ class PaddingSpec:
         if len(set(lengths.values())) > 1:
             listed = ", ".join(f"{n} {v}" for n, v in sorted(lengths.items()))
             return f"sequence inputs must have the same length (dim 1): {listed}"
+        if not lengths[self.mask]:
+            # alone it could not run; padded into a batch it would get an answer from mask-0 rows alone
+            return f"sequence inputs must hold at least one token (input {self.mask!r} has length 0)"
         return ""
 
 

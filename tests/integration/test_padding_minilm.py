@@ -105,3 +105,22 @@ def test_mixed_length_batches_give_each_request_its_own_answer(minilm_server: Se
     grown = {size for size, count in after_sizes.items() if count > before_sizes.get(size, 0)}
     assert max(grown) > 1, f"batch sizes executed: {sorted(grown)}"  # the stats show merged executions
     assert 0 < pad1 - pad0 < tokens1 - tokens0  # padding is counted, and is a fraction of the tokens
+
+
+def test_sequence_inputs_of_different_lengths_are_a_400_naming_them(minilm_server: ServerProcess) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    client = httpclient.InferenceServerClient(minilm_server.http_url)
+    try:
+        inputs = []
+        for name, length in (("input_ids", 5), ("attention_mask", 6)):
+            tensor = httpclient.InferInput(name, [1, length], "INT64")
+            tensor.set_data_from_numpy(np.ones((1, length), dtype=np.int64))
+            inputs.append(tensor)
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("minilm", inputs)
+        assert refused.value.status() == "400"
+        assert "same length (dim 1): attention_mask 6, input_ids 5" in refused.value.message()
+        assert client.is_model_ready("minilm")  # and it keeps serving
+    finally:
+        client.close()

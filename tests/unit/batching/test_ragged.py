@@ -60,6 +60,7 @@ def test_sequence_inputs_of_one_request_must_agree_on_length() -> None:
     assert spec is not None
     assert spec.check(work(12)) == ""
     assert "same length (dim 1): attention_mask 11, input_ids 12" in spec.check(work(12, mask_length=11))
+    assert "at least one token" in spec.check(work(0))
     missing = work(12)
     del missing.inputs["attention_mask"]
     assert "'attention_mask'" in spec.check(missing) and "required" in spec.check(missing)
