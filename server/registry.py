@@ -26,6 +26,7 @@ from server.repository import (
     list_model_names,
     model_dir,
     read_config,
+    read_labels,
     select_versions,
 )
 from server.runtime.base import Runtime, RuntimeDescription
@@ -44,6 +45,7 @@ class LoadedVersion:
     runtime: Runtime
     scheduler: Scheduler
     description: RuntimeDescription
+    labels: dict[str, tuple[bytes, ...]] = field(default_factory=dict)  # classification labels, by output
 
 
 @dataclass
@@ -133,6 +135,7 @@ class Registry:
 
     def _load_blocking(self, path: Path, name: str) -> tuple[mc.ModelConfig, dict[int, LoadedVersion]]:
         config = read_config(path, name)
+        labels = read_labels(path, config)
         chosen = select_versions(path, config)
         if not chosen:
             raise RepositoryError(f"{name}: no numeric version directory to serve")
@@ -152,7 +155,7 @@ class Registry:
             self._metrics.weights(name, str(version), description.bytes_by_kind, description.dense_equivalent_bytes,
                                   time.perf_counter() - start)
             scheduler = create_scheduler(config, runtime, recorder)
-            versions[version] = LoadedVersion(version, runtime, scheduler, description)
+            versions[version] = LoadedVersion(version, runtime, scheduler, description, labels)
         return config, versions
 
     async def unload(self, name: str) -> None:
