@@ -44,6 +44,10 @@ def add_warmup(config: mc.ModelConfig) -> None:
     length = WARMUP_LENGTH
     shapes: dict[str, list[int]] = {}
     for tensor in config.input:
+        if tensor.data_type == mc.TYPE_STRING:
+            if not tensor.optional:
+                return  # text is tokenized before the runtime; a model that needs it has no tensor-only sample
+            continue  # the optional BYTES `text` input never reaches the program
         dims = list(tensor.dims)
         if padded and dims and dims[0] == -1:
             dims[0] = length
@@ -55,7 +59,7 @@ def add_warmup(config: mc.ModelConfig) -> None:
     if padded:
         full = max(1, min(full, DEFAULT_MAX_BATCH_TOKENS // length))
     sizes = sorted({1, full}) if batched else [0]
-    data_types = {t.name: t.data_type for t in config.input}
+    data_types = {t.name: t.data_type for t in config.input}  # shapes: only the inputs a sample feeds
     for size in sizes:
         sample = config.model_warmup.add(name=f"batch_{size}" if batched else "single", batch_size=size)
         for name, dims in shapes.items():
