@@ -49,7 +49,7 @@ test: setup native lint
 	@if [ -f deploy/validate.sh ]; then bash deploy/validate.sh; fi
 
 ## build the CPU image with podman from a base made here, run it, serve an inference, SIGTERM it (docs/deploy.md);
-## as root, ~10 minutes from scratch on 2 cores, so not part of `make test`
+## as root, 10-20 minutes from scratch on 2 cores (~1.5 cached), so not part of `make test`
 .PHONY: image-check
 image-check: setup
 	PYTHON=$(PY) bash deploy/image_check.sh
