@@ -33,7 +33,7 @@ from bench.gpu_fp8_tables import (  # noqa: E402
     layer_table,
     layer_verdict,
 )
-from server.runtime.gpu_cusparselt import DirectCusparseltKernel, decode_version, version_problem  # noqa: E402
+from server.runtime.gpu_cusparselt import AlgorithmCache, DirectCusparseltKernel, decode_version, version_problem  # noqa: E402
 from server.runtime.gpu_layers import tensor_bytes  # noqa: E402
 from server.runtime.gpu_quant import (  # noqa: E402
     Fp8DenseKernel,
@@ -41,9 +41,11 @@ from server.runtime.gpu_quant import (  # noqa: E402
     emulated_cslt_compress,
     emulated_cslt_sparse_mm,
     emulated_scaled_mm,
-    reference_output,
+    quantize_activation,
 )
 from server.runtime.gpu_timing import SemiStructuredKernel, random_2_4, synthetic_layer, time_cuda_graph  # noqa: E402
+from server.sparsity import decompress  # noqa: E402
+from server.sparsity.quantize import dequantize_rows  # noqa: E402
 
 SHAPES = [("square 8192", 8192, 8192), ("bert-large fc1", 4096, 1024), ("bert-large fc2", 1024, 4096),
           ("llm mlp up", 14336, 4096), ("llm mlp down", 4096, 14336)]
@@ -74,7 +76,8 @@ def build_variants(rows: int, cols: int, device: torch.device, smoke: bool) -> t
     weight = random_2_4(rows, cols, dtype, device)
     bias = torch.randn(rows, dtype=dtype, device=device)
     layer = synthetic_layer(weight, "fp8")
-    emulate: dict[str, Any] = {"compress": emulated_cslt_compress, "mm": emulated_cslt_sparse_mm} if smoke else {}
+    emulate: dict[str, Any] = {"compress": emulated_cslt_compress, "mm": emulated_cslt_sparse_mm,
+                               "algorithms": AlgorithmCache(lambda *args: 0)} if smoke else {}
     makers: dict[str, Callable[[], Any]] = {
         "fp16 dense": lambda: (lambda x: F.linear(x, weight, bias)),
         "fp16 2:4": (lambda: DirectCusparseltKernel(weight, bias, **emulate)) if smoke else
@@ -91,6 +94,13 @@ def build_variants(rows: int, cols: int, device: torch.device, smoke: bool) -> t
         except (RuntimeError, ValueError) as exc:
             kernels[name] = f"unavailable: {str(exc).splitlines()[0][:120]}"
     return kernels, (weight, bias), layer
+
+
+def quantized_reference(dequantized: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """What the FP8 kernels compute, in fp32 on x's device: dequantized activations times dequantized weight
+    (gpu_quant.reference_output's arithmetic; float64 on a CPU would take minutes at these sizes)."""
+    xq, token_scale = quantize_activation(x, "fp8")
+    return F.linear(xq.float() * token_scale, dequantized, bias.float())
 
 
 def clock(smoke: bool) -> Callable[[Callable[[], object]], float]:
@@ -112,11 +122,12 @@ def part_f(smoke: bool, device: torch.device) -> list[LayerResult]:
     timer = clock(smoke)
     for name, rows, cols in SMOKE_SHAPES if smoke else SHAPES:
         kernels, (weight, bias), layer = build_variants(rows, cols, device, smoke)
+        dequantized = decompress(dequantize_rows(layer.values, layer.scale), layer.mask).to(device)
         for tokens in SMOKE_TOKENS if smoke else TOKENS:
             x = torch.randn(tokens, cols, dtype=torch.float16, device=device)
             result = LayerResult(name, rows, cols, tokens)
             exact = F.linear(x.float(), weight.float(), bias.float())
-            quantized = reference_output(layer, bias, x).float()
+            quantized = quantized_reference(dequantized, bias, x)
             with torch.inference_mode():
                 for variant, kernel in kernels.items():
                     if isinstance(kernel, str):

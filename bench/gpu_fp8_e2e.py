@@ -48,7 +48,7 @@ def _write(root: Path, hidden: int, blocks: int, sequence: int, max_batch: int) 
 
 def _load(variant: str, version: Path, config: Any, device: torch.device, smoke: bool) -> Any:
     from server.runtime import gpu, gpu_graphs, gpu_timing
-    from server.runtime.gpu_cusparselt import DirectCusparseltKernel
+    from server.runtime.gpu_cusparselt import AlgorithmCache, DirectCusparseltKernel
     from server.runtime.gpu_quant import (
         Fp8DenseKernel,
         QuantSparseKernel,
@@ -58,7 +58,8 @@ def _load(variant: str, version: Path, config: Any, device: torch.device, smoke:
     )
 
     if smoke:  # CPU: emulated kernels, no graphs, fp16 on CPU; plumbing only
-        emulate = {"compress": emulated_cslt_compress, "mm": emulated_cslt_sparse_mm}
+        emulate = {"compress": emulated_cslt_compress, "mm": emulated_cslt_sparse_mm,
+                   "algorithms": AlgorithmCache(lambda *args: 0)}
         quant = {FP8_DENSE: lambda layer, bias: Fp8DenseKernel(layer, bias, torch.float16, device,
                                                                scaled_mm=emulated_scaled_mm),
                  FP8_SPARSE: lambda layer, bias: QuantSparseKernel(layer, bias, torch.float16, device, **emulate)}
