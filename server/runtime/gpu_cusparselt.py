@@ -2,9 +2,10 @@
 
 - Version: `torch.backends.cusparselt.version()` is cuSPARSELt's CUSPARSELT_VERSION, MAJOR*1000 + MINOR*100 +
   PATCH (0.6.2 -> 602, so 0.8.0 -> 800 and 0.8.1 -> 801). 0.8.0 has Hopper regressions fixed in 0.8.1: warn below.
-- Algorithm: `torch._cslt_sparse_mm_search` (torch 2.13 has no `torch._C._cusparselt.mm_search`; the search is
-  this op, returning the best alg id) is run once per (weight shape, rows, dtypes) and cached for the process, so
-  identical layers (24 BERT-large blocks) and reloads share it.
+- Algorithm: `torch._C._cusparselt.mm_search` (CUDA builds only; it returns alg id, split-k and split-k mode,
+  and the older `torch._cslt_sparse_mm_search`, alg id only, is deprecated in its favour -- used only where the
+  new one is missing) is run once per (weight shape, rows, dtypes) and cached for the process, so identical
+  layers (24 BERT-large blocks) and reloads share it.
 - Layout: `to_sparse_semi_structured` + F.linear goes through torch's `cusparselt_mm` op, which multiplies
   W @ x^T and returns [out, tokens] (a transposed view the next op copies) unless the class-wide
   `_FUSE_TRANSPOSE` flag is set; `DirectCusparseltKernel` calls `_cslt_sparse_mm(transpose_result=True)` with
@@ -60,34 +61,47 @@ def pad_rows(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 SearchKey = tuple[int, int, int, str, str]  # (out, in, padded rows, input dtype, output dtype)
-Search = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.dtype | None], int]
+Algorithm = tuple[int, int, int]  # (alg_id, split_k, split_k_mode): _cslt_sparse_mm's keyword arguments
+DEFAULT_ALGORITHM: Algorithm = (0, 1, -1)
+Search = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.dtype | None], "Algorithm | int"]
 
 
 def _torch_search(packed: torch.Tensor, dense_b: torch.Tensor, alpha: torch.Tensor | None,
-                  out_dtype: torch.dtype | None) -> int:
+                  out_dtype: torch.dtype | None) -> Algorithm | int:
+    binding = getattr(torch._C, "_cusparselt", None)
+    if binding is not None and hasattr(binding, "mm_search"):
+        alg_id, split_k, split_k_mode, _ = binding.mm_search(packed, dense_b, None, alpha, out_dtype, True)
+        return int(alg_id), int(split_k), int(split_k_mode)
     return int(torch._cslt_sparse_mm_search(packed, dense_b, alpha=alpha, out_dtype=out_dtype,
                                             transpose_result=True))
 
 
+def algorithm_kwargs(algorithm: Algorithm) -> dict[str, int]:
+    alg_id, split_k, split_k_mode = algorithm
+    return {"alg_id": alg_id, "split_k": split_k, "split_k_mode": split_k_mode}
+
+
 class AlgorithmCache:
-    """alg id per (shape, rows, dtypes), searched once per process. The search is injected for the tests."""
+    """Algorithm per (shape, rows, dtypes), searched once per process. The search is injected for the tests (an
+    int it returns is an alg id with the default split-k)."""
 
     def __init__(self, search: Search | None = None) -> None:
         self._search = search or _torch_search
-        self._ids: dict[SearchKey, int] = {}
+        self._ids: dict[SearchKey, Algorithm] = {}
         self.searches = 0
 
     def alg_id(self, out_features: int, packed: torch.Tensor, dense_b: torch.Tensor, alpha: torch.Tensor | None,
-               out_dtype: torch.dtype | None) -> int:
+               out_dtype: torch.dtype | None) -> Algorithm:
         in_features, rows = int(dense_b.shape[0]), int(dense_b.shape[1])
         key = (out_features, in_features, rows, str(dense_b.dtype), str(out_dtype))
         if key not in self._ids:
             self.searches += 1
             try:
-                self._ids[key] = self._search(packed, dense_b, alpha, out_dtype)
+                found = self._search(packed, dense_b, alpha, out_dtype)
+                self._ids[key] = (found, 1, -1) if isinstance(found, int) else found
             except RuntimeError as exc:  # a search failure costs speed, not correctness: the default id
                 log.warning("cuSPARSELt algorithm search failed for %s (%s); using alg id 0", key, exc)
-                self._ids[key] = 0
+                self._ids[key] = DEFAULT_ALGORITHM
         return self._ids[key]
 
 
@@ -107,9 +121,9 @@ class DirectCusparseltKernel:
         self.weight = (compress or torch._cslt_compress)(weight.contiguous())
         self.bias = bias
         self.multiple = ROW_MULTIPLE[weight.dtype]
-        self._mm = mm or torch._cslt_sparse_mm
+        self._mm: Callable[..., torch.Tensor] = mm or torch._cslt_sparse_mm
         self._algorithms = algorithms or PROCESS_ALGORITHMS
-        self._alg: dict[int, int] = {}
+        self._alg: dict[int, Algorithm] = {}
 
     def prepare(self, rows: int, example: torch.Tensor) -> None:
         """Search (or reuse) the alg id for calls of `rows` rows; `example` is any [rows, in] activation."""
@@ -120,5 +134,5 @@ class DirectCusparseltKernel:
         rows = x.shape[0]
         padded = pad_rows(x, self.multiple)
         out = self._mm(self.weight, padded.t(), bias=self.bias, transpose_result=True,
-                       alg_id=self._alg.get(int(padded.shape[0]), 0))
+                       **algorithm_kwargs(self._alg.get(int(padded.shape[0]), DEFAULT_ALGORITHM)))
         return out[:rows]

@@ -23,7 +23,15 @@ from typing import Callable
 
 import torch
 
-from server.runtime.gpu_cusparselt import PROCESS_ALGORITHMS, ROW_MULTIPLE, AlgorithmCache, pad_rows
+from server.runtime.gpu_cusparselt import (
+    DEFAULT_ALGORITHM,
+    PROCESS_ALGORITHMS,
+    ROW_MULTIPLE,
+    Algorithm,
+    AlgorithmCache,
+    algorithm_kwargs,
+    pad_rows,
+)
 from server.sparsity import decompress
 from server.sparsity.quantize import QMAX, STORAGE_DTYPE, QuantizedLayer, dequantize_rows
 
@@ -71,7 +79,7 @@ class QuantSparseKernel:
         self.out_dtype = out_dtype
         self.multiple = ROW_MULTIPLE[STORAGE_DTYPE[layer.scheme]]
         self._algorithms = algorithms or PROCESS_ALGORITHMS
-        self._alg: dict[int, int] = {}
+        self._alg: dict[int, Algorithm] = {}
         self.out_features = int(layer.values.shape[0])
         weight = dense_quantized_weight(layer).to(device)
         self.weight = (compress or torch._cslt_compress)(weight)  # the opaque packed buffer, device only
@@ -79,7 +87,7 @@ class QuantSparseKernel:
             raise ValueError("a 2:4 layer with one output row has no alpha vector; it stays dense")
         self.w_scale = layer.scale.to(device=device, dtype=torch.float32).contiguous()
         self.bias = None if bias is None else bias.to(device=device, dtype=out_dtype)
-        self._mm = mm or torch._cslt_sparse_mm
+        self._mm: Callable[..., torch.Tensor] = mm or torch._cslt_sparse_mm
 
     def prepare(self, rows: int, example: torch.Tensor) -> None:
         """Search (or reuse) the alg id for calls of `rows` rows; `example`: any [rows, in] activation."""
@@ -94,7 +102,7 @@ class QuantSparseKernel:
         rows = x.shape[0]
         xq, token_scale = quantize_activation(pad_rows(x, self.multiple), self.scheme)
         out = self._mm(self.weight, xq.t(), alpha=self.w_scale, out_dtype=self.out_dtype, transpose_result=True,
-                       alg_id=self._alg.get(int(xq.shape[0]), 0))
+                       **algorithm_kwargs(self._alg.get(int(xq.shape[0]), DEFAULT_ALGORITHM)))
         return scale_and_bias(out[:rows], token_scale[:rows], self.bias)
 
 
@@ -128,7 +136,8 @@ def emulated_cslt_compress(weight: torch.Tensor) -> torch.Tensor:
 
 def emulated_cslt_sparse_mm(compressed_a: torch.Tensor, dense_b: torch.Tensor, bias: torch.Tensor | None = None,
                             alpha: torch.Tensor | None = None, out_dtype: torch.dtype | None = None,
-                            transpose_result: bool = False, alg_id: int = 0) -> torch.Tensor:
+                            transpose_result: bool = False, alg_id: int = 0, split_k: int = 1,
+                            split_k_mode: int = -1) -> torch.Tensor:
     """alpha[m] * (A[m, k] @ B[k, n]) + bias[m], as [m, n] or, with transpose_result, [n, m]; fp32 accumulate."""
     if alpha is not None and alpha.numel() == 1:
         raise AssertionError("a one-element alpha makes torch call .item() (host sync): never pass one")

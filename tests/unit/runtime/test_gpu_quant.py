@@ -129,15 +129,16 @@ def test_one_element_alpha_is_never_passed() -> None:
 def test_algorithm_search_runs_once_per_shape_and_rows_for_the_process() -> None:
     searched: list[tuple] = []
 
-    def search(packed: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor | None, out: torch.dtype | None) -> int:
+    def search(packed: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor | None,
+               out: torch.dtype | None) -> tuple[int, int, int]:
         searched.append((tuple(b.shape), out))
-        return 3
+        return 3, 2, 1
 
     cache = AlgorithmCache(search)
-    used: list[int] = []
+    used: list[tuple] = []
 
     def mm(a: torch.Tensor, b: torch.Tensor, **kwargs: object) -> torch.Tensor:
-        used.append(int(kwargs["alg_id"]))  # type: ignore[call-overload]
+        used.append((kwargs["alg_id"], kwargs["split_k"], kwargs["split_k_mode"]))
         return emulated_cslt_sparse_mm(a, b, **kwargs)  # type: ignore[arg-type]
 
     kernels = [QuantSparseKernel(stored_layer(64, 128, "fp8", seed)[0], None, torch.float16, CPU,
@@ -147,7 +148,7 @@ def test_algorithm_search_runs_once_per_shape_and_rows_for_the_process() -> None
     assert searched == [((128, 32), torch.float16)] and cache.searches == 1
     kernels[0](torch.randn(20, 128, dtype=torch.float16))  # 20 rows pad to 32: the searched id
     kernels[0](torch.randn(64, 128, dtype=torch.float16))  # an unprepared bucket: the default id
-    assert used == [3, 0]
+    assert used == [(3, 2, 1), (0, 1, -1)]
 
 
 def test_a_failed_search_falls_back_to_the_default_algorithm() -> None:
@@ -155,7 +156,8 @@ def test_a_failed_search_falls_back_to_the_default_algorithm() -> None:
         raise RuntimeError("CUSPARSE_STATUS_NOT_SUPPORTED")
 
     cache = AlgorithmCache(broken)
-    assert cache.alg_id(64, torch.zeros(1), torch.zeros(128, 16), None, None) == 0
+    assert cache.alg_id(64, torch.zeros(1), torch.zeros(128, 16), None, None) == (0, 1, -1)
+    assert AlgorithmCache(lambda *args: 5).alg_id(64, torch.zeros(1), torch.zeros(128, 16), None, None) == (5, 1, -1)
 
 
 def test_direct_fp16_kernel_is_f_linear_with_row_major_output_and_bias_in_the_epilogue() -> None:
