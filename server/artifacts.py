@@ -102,11 +102,12 @@ def load_weights(path: Path) -> Weights:
             raise ValueError(f"weights: {name!r} has no matching {base + MASK_SUFFIX!r}")
         scale = raw.get(base + SCALE_SUFFIX)
         scheme = validate_stored(base, tensor, scale)
-        if scheme == NONE:
-            weights.tensors[base] = decompress(tensor, mask)
-        else:
-            assert scale is not None
-            weights.tensors[base] = decompress(dequantize_rows(tensor, scale), mask)
+        try:
+            values = tensor if scheme == NONE else dequantize_rows(tensor, scale)  # type: ignore[arg-type]
+            weights.tensors[base] = decompress(values, mask)
+        except ValueError as exc:  # name the layer: a shape or mask mismatch is about this trio of tensors
+            raise ValueError(f"weights: {base}: {exc}") from None
+        if scale is not None:
             weights.quantized[base] = QuantizedLayer(scheme, tensor, mask, scale)
         weights.sparse.add(base)
         weights.layer_stored_bytes[base] = _nbytes(tensor) + _nbytes(mask) + (0 if scale is None else _nbytes(scale))

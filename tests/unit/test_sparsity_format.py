@@ -147,6 +147,7 @@ def rewrite(path: Path, **changes: torch.Tensor | None) -> None:
     ("fp8", {"scale": torch.zeros(16)}, r"fc\.weight\.scale has a non-finite or non-positive entry"),
     ("int8", {"values": torch.zeros(16, 32, dtype=torch.int16)}, r"fc\.weight\.values has dtype torch\.int16"),
     ("none", {"scale": torch.ones(16)}, r"fc\.weight\.scale is present but fc\.weight\.values is torch\.float32"),
+    ("fp8", {"values": torch.zeros(16, 30).to(torch.float8_e4m3fn)}, r"weights: fc\.weight: mask shape"),
 ])
 def test_load_refuses_a_broken_quantized_layer(tmp_path: Path, scheme: str, change: dict, message: str) -> None:
     path, _ = quantized_file(tmp_path, scheme)
