@@ -5,17 +5,21 @@
 #     run(command="bash bench/gpu_device_run.sh", carry=[".whl"], timeout_s=540)
 # What it does there: records the environment; installs carried .whl/*.whl into /tmp/site (PYTHONPATH) if present;
 # runs bench/gpu.py parts a,c,d (torch only), then parts b,e (skipped with the reason when the server's deps are
-# missing), then tests/gpu when pytest imports; each step under its own timeout so a hang cannot eat the others.
-# Outputs land in $OUT (env.txt, bench_acd.txt, bench_b.txt, tests.txt, tests.xml, summary.txt): at most 8 files.
+# missing), then bench/gpu_fp8.py (issue 18: FP8/fp16 dense vs 2:4 per layer, GPU bytes, the BERT-large-size
+# encoder end to end), then tests/gpu when pytest imports; each step under its own timeout so a hang cannot eat
+# the others. Outputs land in $OUT (env.txt, bench_acd.txt, bench_b.txt, bench_fp8.txt, tests.txt, tests.xml,
+# summary.txt): at most 8 files. FP8_ONLY=1 runs only the FP8 step and the tests (a second, shorter try).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/twofour-gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
-T_ACD=${T_ACD:-150}  # seconds per step; together (plus ~30 s of setup) well under one command's 600 s
-T_B=${T_B:-150}
-T_TESTS=${T_TESTS:-180}
+T_FP8=${T_FP8:-270}  # seconds per step; together (plus ~30 s of setup) under one command's 600 s
+T_ACD=${T_ACD:-90}
+T_B=${T_B:-90}
+T_TESTS=${T_TESTS:-100}
+FP8_ONLY=${FP8_ONLY:-0}
 started=$SECONDS
 
 {
@@ -55,8 +59,11 @@ step() {  # step NAME SECONDS FILE COMMAND...: run with a timeout, tee its outpu
   RCS+=("$name=$rc")
 }
 RCS=()
-step "bench a,c,d" "$T_ACD" bench_acd.txt "$PY" bench/gpu.py --parts a,c,d
-step "bench b,e" "$T_B" bench_b.txt "$PY" bench/gpu.py --parts b,e
+step "bench fp8 f,g,h" "$T_FP8" bench_fp8.txt "$PY" bench/gpu_fp8.py --parts f,g,h  # the new numbers first
+if [ "$FP8_ONLY" != 1 ]; then
+  step "bench a,c,d" "$T_ACD" bench_acd.txt "$PY" bench/gpu.py --parts a,c,d
+  step "bench b,e" "$T_B" bench_b.txt "$PY" bench/gpu.py --parts b,e
+fi
 if "$PY" -c "import pytest" 2>/dev/null; then
   step "tests/gpu" "$T_TESTS" tests.txt "$PY" -m pytest tests/gpu -q -rsP -p no:cacheprovider --junitxml="$OUT/tests.xml"
 else
@@ -68,5 +75,6 @@ fi
   echo "== summary ($((SECONDS - started)) s): ${RCS[*]}"
   grep -h -E "^device:|best ratio|^correctness|fp32 weight|SKIPPED|relative error|server ready|targets:|^total" \
     "$OUT/bench_acd.txt" "$OUT/bench_b.txt" 2>/dev/null
+  grep -h -E "^device:|target|vs the faster dense|SKIPPED|could not load|^total" "$OUT/bench_fp8.txt" 2>/dev/null
   grep -h -E "(passed|failed|skipped|error|no tests ran)" "$OUT/tests.txt" 2>/dev/null | tail -5
 } 2>&1 | tee "$OUT/summary.txt"

@@ -3,6 +3,8 @@
 The program is saved with its weights replaced by zero-stride placeholders, so the architecture costs kilobytes
 and every parameter lives once, in safetensors, where 2:4 layers are stored compressed (`.values` + `.mask`).
 Loading never unpickles: safetensors for tensors, `torch.export.load` for the program.
+Quantized 2:4 layers (`--quantize fp8|int8`) add `.scale`; loading validates the trio and dequantizes them to the
+dense float32 weight the format means, keeping the stored tensors in `Weights.quantized` for kernels that use them.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from server.sparsity import compress, decompress
+from server.sparsity.quantize import NONE, QuantizedLayer, check_scheme, dequantize_rows, quantize, validate_stored
 
 VALUES_SUFFIX = ".values"
 MASK_SUFFIX = ".mask"
+SCALE_SUFFIX = ".scale"
 
 
 @dataclass
@@ -27,6 +31,8 @@ class Weights:
     tensors: dict[str, torch.Tensor]
     sparse: set[str] = field(default_factory=set)  # names stored as 2:4 (values + mask)
     stored_bytes: int = 0  # bytes of the tensors as stored in the file
+    quantized: dict[str, QuantizedLayer] = field(default_factory=dict)  # 2:4 names stored fp8/int8, as stored
+    layer_stored_bytes: dict[str, int] = field(default_factory=dict)  # per 2:4 name: values + mask (+ scale)
 
     def dense_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
@@ -56,43 +62,60 @@ def load_program(path: Path) -> torch.export.ExportedProgram:
         return torch.export.load(str(path))
 
 
-def save_weights(tensors: dict[str, torch.Tensor], sparse: set[str], path: Path) -> None:
-    """Write parameters; names in `sparse` are stored as 2:4 `.values` + `.mask`, the rest as they are."""
+def save_weights(tensors: dict[str, torch.Tensor], sparse: set[str], path: Path, quantization: str = NONE) -> None:
+    """Write parameters; names in `sparse` are stored as 2:4 `.values` + `.mask` (and, with `quantization`
+    fp8/int8, the values quantized per row plus a float32 `.scale`), the rest as they are."""
+    check_scheme(quantization)
     out: dict[str, torch.Tensor] = {}
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         if name in sparse:
             values, mask = compress(tensor)
-            out[name + VALUES_SUFFIX] = values
+            if quantization != NONE:
+                values, scale = quantize(values, quantization)
+                out[name + SCALE_SUFFIX] = scale.contiguous()
+            out[name + VALUES_SUFFIX] = values.contiguous()
             out[name + MASK_SUFFIX] = mask
         else:
             out[name] = tensor
     save_file(out, str(path))
 
 
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
 def load_weights(path: Path) -> Weights:
-    """Read parameters, decompressing each `.values`/`.mask` pair exactly into its dense weight."""
+    """Read parameters, decompressing each `.values`/`.mask` pair exactly into its dense weight; a quantized pair
+    (fp8/int8 values + `.scale`) becomes the float32 weight stored x scale[row]."""
     raw = load_file(str(path))
-    tensors: dict[str, torch.Tensor] = {}
-    sparse: set[str] = set()
-    stored = 0
+    weights = Weights(tensors={}, stored_bytes=sum(_nbytes(t) for t in raw.values()))
     for name, tensor in raw.items():
-        stored += tensor.numel() * tensor.element_size()
-        if name.endswith(MASK_SUFFIX):
+        if name.endswith((MASK_SUFFIX, SCALE_SUFFIX)):
             continue
-        if name.endswith(VALUES_SUFFIX):
-            base = name[: -len(VALUES_SUFFIX)]
-            mask = raw.get(base + MASK_SUFFIX)
-            if mask is None:
-                raise ValueError(f"weights: {name!r} has no matching {base + MASK_SUFFIX!r}")
-            tensors[base] = decompress(tensor, mask)
-            sparse.add(base)
-        else:
-            tensors[name] = tensor
-    orphans = [n for n in raw if n.endswith(MASK_SUFFIX) and n[: -len(MASK_SUFFIX)] not in sparse]
-    if orphans:
-        raise ValueError(f"weights: masks without values: {orphans}")
-    return Weights(tensors=tensors, sparse=sparse, stored_bytes=stored)
+        if not name.endswith(VALUES_SUFFIX):
+            weights.tensors[name] = tensor
+            continue
+        base = name[: -len(VALUES_SUFFIX)]
+        mask = raw.get(base + MASK_SUFFIX)
+        if mask is None:
+            raise ValueError(f"weights: {name!r} has no matching {base + MASK_SUFFIX!r}")
+        scale = raw.get(base + SCALE_SUFFIX)
+        scheme = validate_stored(base, tensor, scale)
+        try:
+            values = tensor if scheme == NONE else dequantize_rows(tensor, scale)  # type: ignore[arg-type]
+            weights.tensors[base] = decompress(values, mask)
+        except ValueError as exc:  # name the layer: a shape or mask mismatch is about this trio of tensors
+            raise ValueError(f"weights: {base}: {exc}") from None
+        if scale is not None:
+            weights.quantized[base] = QuantizedLayer(scheme, tensor, mask, scale)
+        weights.sparse.add(base)
+        weights.layer_stored_bytes[base] = _nbytes(tensor) + _nbytes(mask) + (0 if scale is None else _nbytes(scale))
+    for suffix in (MASK_SUFFIX, SCALE_SUFFIX):
+        orphans = [n for n in raw if n.endswith(suffix) and n[: -len(suffix)] not in weights.sparse]
+        if orphans:
+            raise ValueError(f"weights: {suffix.lstrip('.')} tensors without values: {orphans}")
+    return weights
 
 
 def build_module(program: torch.export.ExportedProgram, weights: Weights) -> torch.nn.Module:

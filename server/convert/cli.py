@@ -35,6 +35,8 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
                          help="enable dynamic batching in config.pbtxt")
     convert.add_argument("--max-accuracy-drop", type=float, default=None,
                          help="fail (writing nothing) when the evaluation drop exceeds this many points")
+    convert.add_argument("--quantize", choices=["none", "fp8", "int8"], default="none",
+                         help="store the 2:4 layers' kept values as float8_e4m3fn or int8 with a float32 scale per row")
     convert.add_argument("--quiet", action="store_true", help="no progress bars")
     convert.set_defaults(handler=run_convert)
 
@@ -55,7 +57,7 @@ def run_convert(args: argparse.Namespace) -> int:
         evaluation=args.evaluation, skip=args.skip, only=args.only, max_batch_size=args.max_batch_size,
         dynamic_batching=args.dynamic_batching, max_accuracy_drop=args.max_accuracy_drop,
         recover=RecoverOptions(epochs=args.recover_epochs, learning_rate=args.recover_lr) if args.recover else None,
-        show_progress=not args.quiet)
+        show_progress=not args.quiet, quantize=args.quantize)
     try:
         result = convert(options)
     except (ValueError, OSError) as exc:

@@ -24,6 +24,7 @@ from server.convert.selection import select
 from server.convert.sources import load_source
 from server.convert.writer import Staging, build_config
 from server.repository import WEIGHTS_FILE
+from server.sparsity.quantize import check_scheme, quantization_report
 
 
 class ConversionRejected(ValueError):
@@ -47,6 +48,7 @@ class ConvertOptions:
     max_accuracy_drop: float | None = None
     recover: RecoverOptions | None = None
     show_progress: bool = True
+    quantize: str = "none"  # fp8 | int8: the 2:4 layers' kept values stored quantized per row (sparsity/quantize.py)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class ConvertResult:
 def convert(options: ConvertOptions) -> ConvertResult:
     if options.method not in METHODS:
         raise ValueError(f"unknown method {options.method!r}; choose one of {sorted(METHODS)}")
+    check_scheme(options.quantize)
     if options.max_batch_size < 1:
         raise ValueError("--max-batch-size must be at least 1")
     torch.manual_seed(0)
@@ -87,7 +90,7 @@ def convert(options: ConvertOptions) -> ConvertResult:
     config = build_config(options.name, source, options.max_batch_size, options.dynamic_batching)
     staging = Staging(options.output_repository, options.name, options.version)
     try:
-        staging.write_model(config, program, weights, sparse)
+        staging.write_model(config, program, weights, sparse, options.quantize)
         scores = evaluate.compare(source, held_out, reference, evaluate.written_outputs(staging.dir, config, held_out))
         stored = load_weights(staging.dir / WEIGHTS_FILE)  # the bytes as written, not an estimate
         dense_bytes, stored_bytes = stored.dense_bytes(), stored.stored_bytes
@@ -95,9 +98,11 @@ def convert(options: ConvertOptions) -> ConvertResult:
             source_label=source.label, source_kind=source.kind, method=options.method,
             recover=None if options.recover is None else vars(options.recover).copy(),
             calibration=calibration, evaluation=scores, evaluation_is_calibration=options.evaluation is None,
-            layers=layer_rows(decisions, outcome, options.method), dense_bytes=dense_bytes,
+            layers=layer_rows(decisions, outcome, options.method, stored.layer_stored_bytes), dense_bytes=dense_bytes,
             stored_bytes=stored_bytes, distil_loss=outcome.distil_loss,
             extra=source.extra)
+        # the accuracy guard below measured the dequantized model (evaluate.written_outputs reads the file)
+        report["quantization"] = quantization_report(options.quantize, weights, stored.quantized)
         if options.max_accuracy_drop is not None and scores["drop"] > options.max_accuracy_drop:
             raise ConversionRejected(
                 f"conversion rejected: the evaluation drop is {scores['drop']:.4f} points, more than "

@@ -29,7 +29,10 @@ def _bytes_of(shape: tuple[int, int], element: int, sparse: bool) -> int:
     return rows * cols // 2 * element + rows * cols // 8 if sparse else rows * cols * element
 
 
-def layer_rows(decisions: list[Decision], outcome: PruneOutcome, method: str) -> list[dict[str, Any]]:
+def layer_rows(decisions: list[Decision], outcome: PruneOutcome, method: str,
+               stored: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """One row per candidate layer; `stored`: bytes of each 2:4 layer as written (quantized layers differ from
+    the formula), by weight name."""
     rows = []
     for d in decisions:
         element = d.target.param.element_size()
@@ -42,7 +45,7 @@ def layer_rows(decisions: list[Decision], outcome: PruneOutcome, method: str) ->
             "relative_output_error": error,
             "calibration_rows": None if done is None else done.samples,
             "dense_bytes": _bytes_of(d.target.shape, element, False),
-            "stored_bytes": _bytes_of(d.target.shape, element, d.sparse),
+            "stored_bytes": (stored or {}).get(d.target.weight_name, _bytes_of(d.target.shape, element, d.sparse)),
         })
     return rows
 
@@ -96,6 +99,10 @@ def print_report(report: dict[str, Any], console: Console | None = None, seconds
     evaluation = report["evaluation"]
     console.print(f"weights: {_mib(totals['dense_bytes'])} dense -> {_mib(totals['stored_bytes'])} stored "
                   f"({totals['ratio']:.2%}); {totals['sparse_layers']} layers 2:4, {totals['dense_layers']} dense")
+    quantization = report.get("quantization")
+    if quantization:
+        console.print(f"2:4 values quantized to {quantization['storage_dtype']} with a float32 scale per row; "
+                      "the figures below are for the dequantized model")
     where = "calibration data" if evaluation.get("is_calibration_data") else evaluation["data"]
     for name, figures in evaluation["outputs"].items():
         console.print(f"{name} on {where} ({evaluation['samples']} samples): mean cosine {figures['mean_cosine']:.4f}, "

@@ -70,10 +70,10 @@ class Staging:
         self.dir.mkdir()
 
     def write_model(self, config: mc.ModelConfig, program: torch.export.ExportedProgram,
-                    weights: dict[str, torch.Tensor], sparse: set[str]) -> None:
+                    weights: dict[str, torch.Tensor], sparse: set[str], quantization: str = "none") -> None:
         write_config(self.area, config)
         save_program(program, self.dir / PROGRAM_FILE)
-        save_weights(weights, sparse, self.dir / WEIGHTS_FILE)
+        save_weights(weights, sparse, self.dir / WEIGHTS_FILE, quantization)
 
     def write_report(self, report: dict[str, Any]) -> None:
         text = json.dumps(report, indent=2, sort_keys=True) + "\n"

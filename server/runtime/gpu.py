@@ -24,9 +24,11 @@ from server.repository import PROGRAM_FILE, WEIGHTS_FILE
 from server.runtime.base import RuntimeDescription, example_shape
 from server.runtime.binding import call, config_dtype, make_binding
 from server.runtime.gpu_bucket_check import ModelTimer, check_buckets
+from server.runtime.gpu_choice import AliasTimer, layer_candidates, rank_alternatives
 from server.runtime.gpu_decision import (
     DEFAULT_MARGIN,
     DENSE,
+    SPARSE,
     CachedTimer,
     LayerDecision,
     LayerShape,
@@ -35,9 +37,9 @@ from server.runtime.gpu_decision import (
     format_table,
 )
 from server.runtime.gpu_graphs import Capture, GraphBuckets
-from server.runtime.gpu_layers import SparseFactory, install_switches
+from server.runtime.gpu_layers import QuantFactory, SparseFactory, SwitchLinear, install_switches
 from server.runtime.gpu_report import describe_gpu_model
-from server.runtime.gpu_rules import batch_sizes, cuda_graphs_problem, kernel_shape_problem, sequence_length
+from server.runtime.gpu_rules import batch_sizes, cuda_graphs_problem, sequence_length
 
 log = logging.getLogger("twofour.runtime.gpu")
 
@@ -50,13 +52,16 @@ class GpuRuntime:
     def __init__(self, version_dir: Path, config: mc.ModelConfig, *, device: torch.device, dtype: torch.dtype,
                  keep_dense: bool, backend: str, sparse_factory: SparseFactory, timer: Timer,
                  margin: float = DEFAULT_MARGIN, capture: Capture | None = None,
-                 model_timer: ModelTimer | None = None) -> None:
+                 model_timer: ModelTimer | None = None, quant_kernels: dict[str, QuantFactory] | None = None) -> None:
         """`capture`: how to record CUDA graphs (gpu_graphs.cuda_capture); None serves eagerly. `model_timer`:
-        how the whole-model check times a bucket's graph (default: replay it, synchronised)."""
+        how the whole-model check times a bucket's graph (default: replay it, synchronised). `quant_kernels`:
+        the FP8/INT8 kernels this GPU runs, by gpu_choice name; a layer stored quantized competes with them."""
         started = time.perf_counter()
         self._device, self._dtype, self._config = device, dtype, config
         program = load_program(version_dir / PROGRAM_FILE)
         weights = load_weights(version_dir / WEIGHTS_FILE)
+        self._quantized, self._quant_kernels = weights.quantized, dict(quant_kernels or {})
+        self._backend = backend
         self._binding = make_binding(program, config)
         self._out_dtypes = {t.name: config_dtype(t.data_type) for t in config.output}
         module = build_module(program, weights).to(device=device, dtype=dtype)
@@ -164,9 +169,21 @@ class GpuRuntime:
         if switch is None:
             return LayerDecision(name, LayerShape(0, 0), "dense", "not used by a linear call in the program")
         shape = LayerShape(switch.out_features, switch.in_features)
-        problem = kernel_shape_problem(shape.out_features, shape.in_features, self._dtype, backend)
+        layer = self._quantized.get(name)
+        candidates, problems = layer_candidates(shape, self._dtype, self._backend,
+                                                None if layer is None else layer.scheme, list(self._quant_kernels))
+        if not candidates:
+            return LayerDecision(name, shape, DENSE, "; ".join(problems.values()) or "no 2:4 kernel")
         try:
-            return decide_layer(name, shape, rows, timer, keep_dense, margin, problem)
+            ranking = rank_alternatives(shape, list(rows.values()), timer, candidates, problems)
+            if ranking.best is None:
+                reason = "; ".join(ranking.dropped.values())
+                decision = decide_layer(name, shape, rows, timer, keep_dense, margin, reason or None)
+            else:
+                decision = decide_layer(name, shape, rows, AliasTimer(timer, ranking.best), keep_dense, margin)
+                decision.alternative = ranking.best
+            decision.ranking = ranking.as_dict()
+            return decision
         except RuntimeError as exc:  # a kernel refusing a shape our rules allow: that layer stays dense, and says why
             return LayerDecision(name, shape, DENSE, f"2:4 kernel failed while timing: {_first_line(exc)}")
 
@@ -177,7 +194,8 @@ class GpuRuntime:
         sparse_rows = set(decision.sparse_rows())
         if sparse_rows:
             try:
-                switch.attach_sparse(factory)
+                switch.attach_sparse(self._factory_for(decision, factory))
+                self._prepare(switch, [b.rows for b in decision.buckets])
             except RuntimeError as exc:  # conversion of the real weight failed: serve it dense, record why
                 decision.kernel, decision.reason = DENSE, f"2:4 conversion failed: {_first_line(exc)}"
                 for bucket in decision.buckets:
@@ -186,6 +204,21 @@ class GpuRuntime:
         switch.choose([b.rows for b in decision.buckets], sparse_rows, keep_dense, release)
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def _factory_for(self, decision: LayerDecision, factory: SparseFactory) -> SparseFactory:
+        """fp16 2:4 builds from the device weight; FP8/INT8 kernels from the codes and scales as stored."""
+        if decision.alternative == SPARSE:
+            return factory
+        build, layer = self._quant_kernels[decision.alternative], self._quantized[decision.layer]
+        return lambda _weight, bias: build(layer, bias)
+
+    def _prepare(self, switch: SwitchLinear, rows: list[int]) -> None:
+        """Per-bucket cuSPARSELt algorithm search (cached per process) for kernels that have one."""
+        prepare = getattr(switch.sparse, "prepare", None)
+        if prepare is None:
+            return
+        for count in rows:
+            prepare(count, torch.randn(count, switch.in_features, device=self._device, dtype=self._dtype))
 
     # -- serving ---------------------------------------------------------------------------------------
     def infer(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -231,7 +264,7 @@ def _first_line(exc: BaseException) -> str:
 def create(version_dir: Path, config: mc.ModelConfig, device: str = "cuda", dtype: str = "auto",
            keep_dense: bool = False) -> Any:
     """The runtime for `--device cuda`: places the model per instance_group, with the real 2:4 kernels."""
-    from server.runtime import gpu_graphs, gpu_rules, gpu_timing
+    from server.runtime import gpu_cusparselt, gpu_graphs, gpu_rules, gpu_timing
     from server.runtime.select import MIN_COMPUTE_CAPABILITY
 
     index = gpu_rules.gpu_index(config, torch.cuda.device_count())
@@ -247,9 +280,16 @@ def create(version_dir: Path, config: mc.ModelConfig, device: str = "cuda", dtyp
     backend = gpu_timing.available_backend(capability)
     torch_device = torch.device("cuda", index)
     factory = gpu_timing.semi_structured_factory(backend)
+    quant = gpu_timing.quant_factories(capability, backend, compute, torch_device)
+    version = gpu_cusparselt.log_version() if backend == "cusparselt" else None
     graphs = gpu_rules.cuda_graphs_problem(config) is None  # decisions are timed the way the model will run
     with torch.cuda.device(index):
-        return GpuRuntime(version_dir, config, device=torch_device, dtype=compute, keep_dense=keep_dense,
-                          backend=backend, sparse_factory=factory,
-                          timer=gpu_timing.CudaTimer(torch_device, compute, factory, graphs=graphs),
-                          capture=gpu_graphs.cuda_capture() if graphs else None)
+        runtime = GpuRuntime(version_dir, config, device=torch_device, dtype=compute, keep_dense=keep_dense,
+                             backend=backend, sparse_factory=factory,
+                             timer=gpu_timing.CudaTimer(torch_device, compute, factory, graphs=graphs,
+                                                        quant_kernels=quant),
+                             capture=gpu_graphs.cuda_capture() if graphs else None, quant_kernels=quant)
+    runtime.describe().details["cusparselt"] = {
+        "version": version, "problem": gpu_cusparselt.version_problem(version) if backend == "cusparselt" else None,
+        "quant_kernels": sorted(quant)}
+    return runtime

@@ -50,13 +50,16 @@ class LayerDecision:
     kernel: str
     reason: str
     buckets: list[BucketChoice] = field(default_factory=list)
+    alternative: str = SPARSE  # the kernel SPARSE stands for: fp16 2:4, or an FP8/INT8 one (gpu_choice.py)
+    ranking: dict[str, Any] | None = None  # gpu_choice.Ranking.as_dict(): every candidate's speedup
 
     def sparse_rows(self) -> list[int]:
         return [b.rows for b in self.buckets if b.kernel == SPARSE]
 
     def as_dict(self) -> dict[str, Any]:
         return {"layer": self.layer, "out_features": self.shape.out_features, "in_features": self.shape.in_features,
-                "kernel": self.kernel, "reason": self.reason,
+                "kernel": self.kernel, "reason": self.reason, "alternative": self.alternative,
+                "ranking": self.ranking,
                 "buckets": [{**asdict(b), "speedup": round(b.speedup, 4)} for b in self.buckets]}
 
 
@@ -121,13 +124,22 @@ class CachedTimer:
 
 def format_table(layers: list[dict[str, Any]]) -> str:
     """The decision table as text (server log, `twofour inspect`): one line per layer and bucket."""
-    lines = [f"{'layer':<40} {'shape':>11} {'kernel':>8} {'batch':>6} {'rows':>7} {'dense us':>10} "
-             f"{'sparse us':>10} {'speedup':>8} {'runs':>6}"]
+    lines = [f"{'layer':<40} {'shape':>11} {'kernel':>8} {'alt':>8} {'batch':>6} {'rows':>7} {'dense us':>10} "
+             f"{'alt us':>10} {'speedup':>8} {'runs':>6}"]
     for layer in layers:
         shape = f"{layer['out_features']}x{layer['in_features']}"
+        alt = layer.get("alternative", SPARSE)
         if not layer["buckets"]:
             lines.append(f"{layer['layer']:<40} {shape:>11} {layer['kernel']:>8}  ({layer['reason']})")
         for b in layer["buckets"]:
-            lines.append(f"{layer['layer']:<40} {shape:>11} {layer['kernel']:>8} {b['batch']:>6} {b['rows']:>7} "
-                         f"{b['dense_us']:>10.1f} {b['sparse_us']:>10.1f} {b['speedup']:>7.2f}x {b['kernel']:>6}")
+            runs = alt if b["kernel"] == SPARSE else DENSE
+            lines.append(f"{layer['layer']:<40} {shape:>11} {layer['kernel']:>8} {alt:>8} {b['batch']:>6} "
+                         f"{b['rows']:>7} {b['dense_us']:>10.1f} {b['sparse_us']:>10.1f} {b['speedup']:>7.2f}x "
+                         f"{runs:>6}")
+        ranking = layer.get("ranking")
+        if ranking and (ranking["speedups"] or ranking["dropped"]):
+            race = ", ".join(f"{k} {v:.2f}x" for k, v in ranking["speedups"].items())
+            dropped = "; ".join(f"{k}: {v}" for k, v in ranking["dropped"].items())
+            lines.append(f"{'':<40} candidates (geo-mean vs fp16 dense): {race or '-'}"
+                         f"{' | not considered: ' + dropped if dropped else ''}")
     return "\n".join(lines)

@@ -15,9 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from server.runtime.gpu_rules import bucket_for
+from server.sparsity.quantize import QuantizedLayer
 
 SparseKernel = Callable[[torch.Tensor], torch.Tensor]  # 2-D activations [rows, in] -> [rows, out]
 SparseFactory = Callable[[torch.Tensor, torch.Tensor | None], SparseKernel]  # (dense weight, bias) -> kernel
+QuantFactory = Callable[[QuantizedLayer, torch.Tensor | None], SparseKernel]  # (stored codes + scales, bias)
 LINEAR = torch.ops.aten.linear.default
 
 

@@ -12,8 +12,13 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from server.runtime.gpu_choice import FP8_DENSE, FP8_SPARSE, INT8_SPARSE, QUANT_SCHEME, candidate_kernels
+from server.runtime.gpu_cusparselt import DirectCusparseltKernel
 from server.runtime.gpu_decision import DENSE, LayerShape
-from server.runtime.gpu_layers import SparseFactory, SparseKernel
+from server.runtime.gpu_layers import QuantFactory, SparseFactory, SparseKernel
+from server.runtime.gpu_quant import Fp8DenseKernel, QuantSparseKernel
+from server.sparsity import compress
+from server.sparsity.quantize import QuantizedLayer, quantize
 
 
 def available_backend(capability: tuple[int, int] | None = None) -> str:
@@ -55,7 +60,31 @@ class SemiStructuredKernel:
 
 
 def semi_structured_factory(backend: str) -> SparseFactory:
+    """fp16/bf16 2:4: on cuSPARSELt, `_cslt_sparse_mm` called directly (searched alg id per bucket, row-major
+    result, bias in the epilogue: gpu_cusparselt.py); on CUTLASS, torch's subclass."""
+    if backend == "cusparselt":
+        return lambda weight, bias: DirectCusparseltKernel(weight, bias)
     return lambda weight, bias: SemiStructuredKernel(weight, bias, backend)
+
+
+def quant_factories(capability: tuple[int, int], backend: str, dtype: torch.dtype,
+                    device: torch.device) -> dict[str, QuantFactory]:
+    """The FP8/INT8 kernels this GPU runs (gpu_choice.candidate_kernels), as factories over stored layers."""
+    names = set(candidate_kernels("fp8", capability, backend) + candidate_kernels("int8", capability, backend))
+    out: dict[str, QuantFactory] = {}
+    if FP8_DENSE in names:
+        out[FP8_DENSE] = lambda layer, bias: Fp8DenseKernel(layer, bias, dtype, device)
+    for name in (FP8_SPARSE, INT8_SPARSE):
+        if name in names:
+            out[name] = lambda layer, bias: QuantSparseKernel(layer, bias, dtype, device)
+    return out
+
+
+def synthetic_layer(dense: torch.Tensor, scheme: str) -> QuantizedLayer:
+    """A stored layer made from a random 2:4 weight: what the quantized kernels are timed on."""
+    values, mask = compress(dense.detach().float().cpu())
+    codes, scale = quantize(values, scheme)
+    return QuantizedLayer(scheme, codes, mask, scale)
 
 
 def random_2_4(rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -117,24 +146,44 @@ class CudaTimer:
     """Timer for gpu_decision: dense `F.linear` vs the 2:4 kernel on one layer shape at one row count, timed the
     way the model will run: replayed from a CUDA graph when the runtime serves through graphs, eagerly if not."""
 
-    def __init__(self, device: torch.device, dtype: torch.dtype, factory: SparseFactory, graphs: bool = True) -> None:
+    def __init__(self, device: torch.device, dtype: torch.dtype, factory: SparseFactory, graphs: bool = True,
+                 quant_kernels: dict[str, QuantFactory] | None = None) -> None:
         self.device, self.dtype, self.factory, self.graphs = device, dtype, factory, graphs
-        self._weights: dict[LayerShape, tuple[torch.Tensor, torch.Tensor, SparseKernel]] = {}
+        self.quant_kernels = dict(quant_kernels or {})
+        self._weights: dict[LayerShape, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._kernels: dict[tuple[LayerShape, str], SparseKernel] = {}
 
-    def __call__(self, shape: LayerShape, kernel: str, rows: int) -> float:
+    def _weight(self, shape: LayerShape) -> tuple[torch.Tensor, torch.Tensor]:
         if shape not in self._weights:
             dense = random_2_4(shape.out_features, shape.in_features, self.dtype, self.device)
-            bias = torch.zeros(shape.out_features, dtype=self.dtype, device=self.device)
-            self._weights[shape] = (dense, bias, self.factory(dense, bias))
-        dense, bias, sparse = self._weights[shape]
+            self._weights[shape] = (dense, torch.zeros(shape.out_features, dtype=self.dtype, device=self.device))
+        return self._weights[shape]
+
+    def _kernel(self, shape: LayerShape, kernel: str) -> SparseKernel:
+        dense, bias = self._weight(shape)
+        if (shape, kernel) not in self._kernels:
+            if kernel in self.quant_kernels:
+                layer = synthetic_layer(dense, QUANT_SCHEME[kernel])
+                self._kernels[(shape, kernel)] = self.quant_kernels[kernel](layer, bias)
+            else:
+                self._kernels[(shape, kernel)] = self.factory(dense, bias)
+        return self._kernels[(shape, kernel)]
+
+    def __call__(self, shape: LayerShape, kernel: str, rows: int) -> float:
         x = torch.randn(rows, shape.in_features, dtype=self.dtype, device=self.device)
         clock = time_cuda_graph if self.graphs else time_cuda
         with torch.inference_mode():
             if kernel == DENSE:
+                dense, bias = self._weight(shape)
                 return clock(lambda: F.linear(x, dense, bias))
-            return clock(lambda: sparse(x))
+            call = self._kernel(shape, kernel)
+            prepare = getattr(call, "prepare", None)
+            if prepare is not None:  # time with the searched algorithm, as the runtime will run it
+                prepare(rows, x)
+            return clock(lambda: call(x))
 
     def clear(self) -> None:
         """Free the synthetic weights once the decisions are made."""
         self._weights.clear()
+        self._kernels.clear()
         torch.cuda.empty_cache()

@@ -87,6 +87,9 @@ def decompress(values: torch.Tensor, packed_mask: torch.Tensor | np.ndarray) -> 
         raise ValueError(f"2:4 values must be 2-D, got shape {tuple(values.shape)}")
     rows, half = values.shape
     cols = half * 2
+    if tuple(packed_mask.shape) != (rows, cols // 8):  # the format's [rows, cols/8]: no spare or missing bytes
+        raise ValueError(f"mask shape {tuple(packed_mask.shape)} does not match values shape {tuple(values.shape)} "
+                         f"(expected {(rows, cols // 8)})")
     mask = unpack_mask(packed_mask, cols)
     if mask.shape != (rows, cols):
         raise ValueError(f"mask shape {tuple(mask.shape)} does not match values shape {tuple(values.shape)}")

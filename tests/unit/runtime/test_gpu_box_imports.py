@@ -31,6 +31,8 @@ def test_bench_smoke_runs_kernel_parts_and_skips_serving() -> None:
 
 def test_gpu_tests_collect_and_skip_with_the_reason() -> None:
     done = run("import sys, pytest; sys.exit(pytest.main(['-q', '-rs', '-p', 'no:cacheprovider', 'tests/gpu']))")
-    assert done.returncode == 5, done.stdout + done.stderr  # no test collected: skipped at import, not an error
+    # the serving tests skip at import (they need tritonclient); the torch-only FP8 kernel tests collect and skip
+    assert done.returncode == 0, done.stdout + done.stderr
     assert "tritonclient is not installed" in done.stdout
+    assert "passed" not in done.stdout and "failed" not in done.stdout and " skipped" in done.stdout
     assert "error" not in done.stdout.lower()
