@@ -29,6 +29,7 @@ from server.repository import (
     select_versions,
 )
 from server.runtime.base import Runtime, RuntimeDescription
+from server.text.tokenizer import TextTokenizer, load_text
 
 log = logging.getLogger("twofour.registry")
 
@@ -43,6 +44,7 @@ class LoadedVersion:
     runtime: Runtime
     scheduler: Scheduler
     description: RuntimeDescription
+    text: TextTokenizer | None = None  # a text model's tokenizer (its config has a BYTES `text` input)
 
 
 @dataclass
@@ -140,13 +142,14 @@ class Registry:
             start = time.perf_counter()
             version_dir = path / str(version)
             check_version_dir(version_dir, name, version)
+            text = load_text(version_dir, config)
             runtime = self._build_runtime(version_dir, config)
             description = runtime.describe()
             recorder = self._metrics.recorder(name, str(version))
             self._metrics.weights(name, str(version), description.bytes_by_kind, description.dense_equivalent_bytes,
                                   time.perf_counter() - start)
             scheduler = create_scheduler(config, runtime, recorder)
-            versions[version] = LoadedVersion(version, runtime, scheduler, description)
+            versions[version] = LoadedVersion(version, runtime, scheduler, description, text)
         return config, versions
 
     async def unload(self, name: str) -> None:

@@ -22,7 +22,9 @@ PROGRAM_FILE = "program.pt2"
 WEIGHTS_FILE = "weights.safetensors"
 REPORT_FILE = "sparsity.json"
 # Only these may sit in a version directory: nothing that a loader could be tricked into unpickling.
-ALLOWED_VERSION_FILES = frozenset({PROGRAM_FILE, WEIGHTS_FILE, REPORT_FILE})
+# Text models add their tokenizer (JSON and plain text; the server reads tokenizer.json with HF `tokenizers`).
+TOKENIZER_FILES = frozenset({"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"})
+ALLOWED_VERSION_FILES = frozenset({PROGRAM_FILE, WEIGHTS_FILE, REPORT_FILE}) | TOKENIZER_FILES
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
@@ -101,7 +103,7 @@ def _validate_tensors(tensors: Sequence[Any], kind: str, source: str, batched: b
         seen.add(tensor.name)
         if tensor.data_type == mc.TYPE_INVALID:
             raise RepositoryError(f"{where} ({tensor.name}): field 'data_type' is missing")
-        if tensor.data_type == mc.TYPE_STRING:
+        if tensor.data_type == mc.TYPE_STRING and kind != "input":  # a STRING input is tokenized before the program
             raise RepositoryError(f"{where} ({tensor.name}): TYPE_STRING is not supported by the twofour backend")
         dims = list(tensor.dims)
         if not dims and not batched:

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 MAX_LENGTH = 128  # tokens per calibration/evaluation sample (the issue's rule)
+# What the server needs to tokenize text as the source model does; never a pickle (sentencepiece .model files
+# and tokenizer pickles are not copied: the server loads tokenizer.json with HF `tokenizers` only).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 _POOLING_MODES = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
 
 
@@ -115,6 +118,43 @@ def tokenize(tokenizer: Any, lines: list[str], uses_token_types: bool) -> dict[s
     encoded = tokenizer(lines, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
     names = ["input_ids", "attention_mask"] + (["token_type_ids"] if uses_token_types else [])
     return {n: encoded[n].to(torch.int64) for n in names}
+
+
+def max_sequence_length(directory: Path, tokenizer: Any, model_config: Any) -> int:
+    """The longest input the model takes, as sentence-transformers truncates it: sentence_bert_config.json's
+    max_seq_length, else the tokenizer's model_max_length; never above the position embeddings."""
+    limit = int(getattr(model_config, "max_position_embeddings", 512))
+    st_config = directory / "sentence_bert_config.json"
+    if st_config.is_file():
+        value = json.loads(st_config.read_text(encoding="utf-8")).get("max_seq_length")
+        if isinstance(value, int) and value > 0:
+            return min(value, limit)
+    value = getattr(tokenizer, "model_max_length", None)
+    if isinstance(value, int) and 0 < value < 1_000_000:  # transformers' "no limit" is a huge sentinel
+        return min(value, limit)
+    return limit
+
+
+def text_parameters(directory: Path, tokenizer: Any, model_config: Any, pooling: Pooling | None,
+                    token_inputs: list[str]) -> dict[str, str]:
+    """config.pbtxt parameters that tell the server how to turn `text` into the token inputs."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    facts = {
+        "text_max_length": str(max_sequence_length(directory, tokenizer, model_config)),
+        "text_pad_id": str(int(pad_id)),
+        "text_pad_token": str(tokenizer.pad_token or ""),
+        "text_token_inputs": ",".join(token_inputs),
+        "text_required_inputs": ",".join(n for n in token_inputs if n != "token_type_ids"),
+    }
+    if pooling is not None:
+        facts["embedding_output"] = "sentence_embedding"
+        facts["embedding_normalized"] = "true" if pooling.normalize else "false"
+    return facts
+
+
+def tokenizer_files(directory: Path) -> list[Path]:
+    """The tokenizer files to store beside the program; tokenizer.json is required for text input."""
+    return [directory / name for name in TOKENIZER_FILES if (directory / name).is_file()]
 
 
 def blocks(encoder: Encoder) -> list[nn.Module]:

@@ -29,6 +29,14 @@ class TensorSpec:
     optional: bool = False
 
 
+@dataclass(frozen=True)
+class TextFiles:
+    """A text model's tokenizer: files copied into the version directory, facts written as config parameters."""
+
+    files: list[Path]
+    parameters: dict[str, str]
+
+
 @dataclass
 class Source:
     kind: str  # "program" | "huggingface"
@@ -43,6 +51,7 @@ class Source:
     tokenizer: Any = None
     classifier: bool = False  # the first output holds class scores (top-1 agreement / accuracy make sense)
     extra: dict[str, Any] = field(default_factory=dict)
+    text: TextFiles | None = None  # set when the source has a tokenizer.json: the model also takes `text`
 
 
 def load_source(path: Path, max_batch_size: int) -> Source:
@@ -103,13 +112,17 @@ def _hf_source(path: Path, max_batch_size: int) -> Source:
     targets = eager_linears(encoder)
     inside = {id(m) for block in layer_blocks for m in block.modules()}
     heads = {t.name for t in targets if id(t.hook) not in inside}
+    files = hf.tokenizer_files(path)
+    text = None
+    if any(f.name == "tokenizer.json" for f in files):
+        text = TextFiles(files, hf.text_parameters(path, tokenizer, config, encoder.pooling, names))
     example = hf.tokenize(tokenizer, ["twofour export example", "a second, somewhat longer example sentence"],
                           encoder.uses_token_types)
     return Source(kind="huggingface", label=path.name, model=encoder, targets=targets, heads=heads,
                   blocks=layer_blocks, inputs=inputs, outputs=outputs,
                   export=lambda: hf.export(encoder, example, max_batch_size), tokenizer=tokenizer,
                   extra={"pooling": None if encoder.pooling is None else list(encoder.pooling.modes),
-                         "normalize": bool(encoder.pooling and encoder.pooling.normalize)})
+                         "normalize": bool(encoder.pooling and encoder.pooling.normalize)}, text=text)
 
 
 def forward(source: Source, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

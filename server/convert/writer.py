@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from server.repository import (
     validate_config,
     write_config,
 )
+from server.text.names import TEXT_INPUT
 from server.types import TORCH_TO_WIRE, WIRE_TO_CONFIG
 
 
@@ -42,10 +44,22 @@ def build_config(name: str, source: Source, max_batch_size: int, dynamic_batchin
             tensor.data_type = mc.DataType.Value(WIRE_TO_CONFIG[TORCH_TO_WIRE[spec.dtype]])
             if spec.optional and specs is source.inputs:
                 tensor.optional = True
+    if source.text is not None:
+        add_text_input(config, source.text.parameters)
     if dynamic_batching:
         config.dynamic_batching.max_queue_delay_microseconds = 500
     validate_config(config, name)
     return config
+
+
+def add_text_input(config: mc.ModelConfig, parameters: dict[str, str]) -> None:
+    """A BYTES input `text` (one string per row) beside the token inputs; every input becomes optional because
+    a request sends one form or the other (the server checks which), and the tokenizer facts become parameters."""
+    for tensor in config.input:
+        tensor.optional = True
+    config.input.add(name=TEXT_INPUT, data_type=mc.TYPE_STRING, dims=[1], optional=True)
+    for key, value in sorted(parameters.items()):
+        config.parameters[key].string_value = value
 
 
 class Staging:
@@ -67,8 +81,10 @@ class Staging:
         self.dir.mkdir()
 
     def write_model(self, config: mc.ModelConfig, program: torch.export.ExportedProgram,
-                    weights: dict[str, torch.Tensor], sparse: set[str]) -> None:
+                    weights: dict[str, torch.Tensor], sparse: set[str], extra_files: Sequence[Path] = ()) -> None:
         write_config(self.area, config)
+        for path in extra_files:  # tokenizer files: copied byte for byte
+            shutil.copyfile(path, self.dir / path.name)
         save_program(program, self.dir / PROGRAM_FILE)
         save_weights(weights, sparse, self.dir / WEIGHTS_FILE)
 
