@@ -81,14 +81,14 @@ class TextTokenizer:
             tokenizer.enable_padding(pad_id=facts.pad_id, pad_token=facts.pad_token)  # to the longest row
         self.vocab_size = self._truncating.get_vocab_size(with_added_tokens=True)
 
-    def encode(self, texts: list[str], truncate: bool = True) -> Tokens:
+    def encode(self, texts: list[str], truncate: bool = True, what: str = "text row") -> Tokens:
         """Token arrays for `texts`; with `truncate` False an over-long row is a 400 naming the limit."""
         encodings = (self._truncating if truncate else self._whole).encode_batch(texts)
         lengths = [sum(e.attention_mask) for e in encodings]
         if not truncate:
             over = next((i for i, n in enumerate(lengths) if n > self.facts.max_length), None)
             if over is not None:
-                raise invalid(f"text row {over} is {lengths[over]} tokens, more than the model's limit of "
+                raise invalid(f"{what} {over} is {lengths[over]} tokens, more than the model's limit of "
                               f"{self.facts.max_length}; shorten it or send truncate: true")
         arrays = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
                   "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),

@@ -111,7 +111,7 @@ class OpenAIEndpoints:
         if call.token_ids is not None:
             return tokenizer.from_ids(call.token_ids)
         assert call.texts is not None
-        return tokenizer.encode(decode_texts(call.texts, self._max_text_bytes, "input"), call.truncate)
+        return tokenizer.encode(decode_texts(call.texts, self._max_text_bytes, "input"), call.truncate, "input")
 
 
 def openai_routes(dataplane: DataPlane, settings: Settings) -> list[tuple[str, Any, str]]:
