@@ -1,8 +1,8 @@
 """Which models are loaded: (model, version) -> LoadedVersion, with Triton's states and reasons.
 
-Loading runs in a worker thread (torch I/O blocks) and swaps a model in only when every version loaded, so a
-reload never leaves a model half-served. A model that fails is kept as UNAVAILABLE with its reason; it never
-stops the others or the server.
+Loading runs in a worker thread (torch I/O blocks) and swaps a model in only when every version loaded and ran
+its config's `model_warmup` (server/warmup.py), so a reload never leaves a model half-served or cold. A model that
+fails is kept as UNAVAILABLE with its reason; it never stops the others or the server.
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ from server.repository import (
     list_model_names,
     model_dir,
     read_config,
+    read_labels,
     select_versions,
 )
 from server.runtime.base import Runtime, RuntimeDescription
 from server.text.tokenizer import TextTokenizer, load_text
+from server.warmup import run_warmup
 
 log = logging.getLogger("twofour.registry")
 
@@ -44,6 +46,7 @@ class LoadedVersion:
     runtime: Runtime
     scheduler: Scheduler
     description: RuntimeDescription
+    labels: dict[str, tuple[bytes, ...]] = field(default_factory=dict)  # classification labels, by output
     text: TextTokenizer | None = None  # a text model's tokenizer (its config has a BYTES `text` input)
 
 
@@ -134,6 +137,7 @@ class Registry:
 
     def _load_blocking(self, path: Path, name: str) -> tuple[mc.ModelConfig, dict[int, LoadedVersion]]:
         config = read_config(path, name)
+        labels = read_labels(path, config)
         chosen = select_versions(path, config)
         if not chosen:
             raise RepositoryError(f"{name}: no numeric version directory to serve")
@@ -144,12 +148,17 @@ class Registry:
             check_version_dir(version_dir, name, version)
             text = load_text(version_dir, config)
             runtime = self._build_runtime(version_dir, config)
+            try:
+                run_warmup(config, runtime, path)  # before READY; the load time below includes it
+            except Exception:
+                runtime.close()
+                raise
             description = runtime.describe()
             recorder = self._metrics.recorder(name, str(version))
             self._metrics.weights(name, str(version), description.bytes_by_kind, description.dense_equivalent_bytes,
                                   time.perf_counter() - start)
             scheduler = create_scheduler(config, runtime, recorder)
-            versions[version] = LoadedVersion(version, runtime, scheduler, description, text)
+            versions[version] = LoadedVersion(version, runtime, scheduler, description, labels, text)
         return config, versions
 
     async def unload(self, name: str) -> None:

@@ -22,6 +22,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from server.artifacts import save_program, save_weights
 from server.convert.hf_classify import LABELS_FILE
+from server.convert.serving_config import add_padding, add_warmup
 from server.convert.sources import Source
 from server.repository import (
     CONFIG_FILE,
@@ -47,10 +48,12 @@ def build_config(name: str, source: Source, max_batch_size: int, dynamic_batchin
                 tensor.optional = True
     if source.labels is not None:
         config.output[0].label_filename = LABELS_FILE  # Triton: a file in the model directory, one label a line
-    if source.text is not None:
-        add_text_input(config, source.text.parameters)
     if dynamic_batching:
         config.dynamic_batching.max_queue_delay_microseconds = 500
+        add_padding(config, source)  # padding merges requests only where a dynamic batcher forms batches
+    add_warmup(config)  # of the token inputs: warmup feeds the runtime, which never sees text
+    if source.text is not None:
+        add_text_input(config, source.text.parameters)
     validate_config(config, name)
     return config
 
