@@ -65,7 +65,9 @@ def prepare_text(request: InferRequest, tokenizer: TextTokenizer | None, spec: M
     """`request` with its `text` tokenized (a new request), or `request` itself when it sends token tensors."""
     text = next((t for t in request.inputs if t.name == TEXT_INPUT), None)
     if tokenizer is None:
-        if text is not None:
+        # A config that declares `text` without a tokenizer goes on to validation, whose BYTES check names it
+        # (admission.tensors_only); one that does not declare it at all is refused here, naming the model.
+        if text is not None and TEXT_INPUT not in spec.inputs:
             raise invalid(f"model {spec.name!r} has no tokenizer, so it does not take {TEXT_INPUT!r}; send its "
                           f"inputs {sorted(spec.inputs)} as tensors")
         return request

@@ -116,14 +116,14 @@ class TextTokenizer:
 
 
 def load_text(version_dir: Path, config: mc.ModelConfig) -> TextTokenizer | None:
-    """The tokenizer of a model whose config has a BYTES `text` input; None for a token-only model."""
+    """The tokenizer of a model whose config has a BYTES `text` input and whose version directory has
+    tokenizer.json; None otherwise (a token-only model)."""
     text_inputs = [t for t in config.input if t.name == names.TEXT_INPUT and t.data_type == mc.TYPE_STRING]
     if not text_inputs:
         return None
     if list(text_inputs[0].dims) != [1] or config.max_batch_size < 1:
         raise RepositoryError(f"{config.name}: input {names.TEXT_INPUT!r} must have dims [1] in a batching model")
     path = version_dir / names.TOKENIZER_FILE
-    if not path.is_file():
-        raise RepositoryError(f"{config.name}/{version_dir.name}: input {names.TEXT_INPUT!r} needs "
-                              f"{names.TOKENIZER_FILE} in the version directory")
+    if not path.is_file():  # the model still serves its token inputs; text to it is a 400 naming the model
+        return None
     return TextTokenizer(path, read_facts(config))
