@@ -27,15 +27,20 @@ RUN bash build.sh
 
 # ---------------------------------------------------------------- CPU
 FROM ${PYTHON_IMAGE} AS build-cpu
-# The CPU index serves torch 2.13.0+cpu; constraints-cpu.txt pins torch==2.13.0, which that build satisfies
-# and PyPI's default (CUDA) build would too, so the extra index is what keeps the image free of CUDA libraries.
+# Where pip looks: PyPI plus PyTorch's CPU index, which serves torch 2.13.0+cpu. constraints-cpu.txt pins
+# torch==2.13.0, which PyPI's default (CUDA) build would satisfy too, so that index is what keeps the image free
+# of CUDA libraries. A builder whose pip resolves elsewhere (a mirror, local indexes or wheels, a proxy's CA)
+# passes its own pip configuration instead, as the build secret pip.conf (and its CA bundle as pip-cert; make
+# image-check does: deploy/pip_sources.py). Secrets are mounted for this one RUN only and reach no layer.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md constraints-cpu.txt ./
 COPY server ./server
-RUN /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
-        --extra-index-url "${TORCH_INDEX_URL}" -c constraints-cpu.txt . \
+RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-cert \
+    if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; \
+    else export PIP_EXTRA_INDEX_URL="${TORCH_INDEX_URL}"; fi \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints-cpu.txt . \
     && /opt/venv/bin/python -c "import torch; assert torch.version.cuda is None, 'CPU image got CUDA torch'"
 
 FROM ${PYTHON_IMAGE} AS runtime-cpu

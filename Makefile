@@ -47,3 +47,9 @@ test: setup native lint
 	TWOFOUR_GRPC_FRONTEND=python $(PY) -m pytest -q -p no:cacheprovider $(GRPC_MODULES) $(HTTP_MODULES)
 	TWOFOUR_GRPC_FRONTEND=inline $(PY) -m pytest -q -p no:cacheprovider $(GRPC_MODULES)
 	@if [ -f deploy/validate.sh ]; then bash deploy/validate.sh; fi
+
+## build the CPU image with podman from a base made here, run it, serve an inference, SIGTERM it (docs/deploy.md);
+## as root, 10-20 minutes from scratch on 2 cores (~1.5 cached), so not part of `make test`
+.PHONY: image-check
+image-check: setup
+	PYTHON=$(PY) bash deploy/image_check.sh

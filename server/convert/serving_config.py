@@ -1,7 +1,8 @@
 """What `twofour convert` adds to config.pbtxt so the server batches and warms the model up the way it expects.
 
 - Hugging Face encoders pad: `pad_to_longest` names the attention mask (server/batching/ragged.py), so requests of
-  different token counts share batches under `max_batch_tokens`, written out so an operator sees and tunes it.
+  different token counts share batches under `max_batch_tokens` and `max_padding_fraction`, written out so an
+  operator sees and tunes them.
 - A `model_warmup` (server/warmup.py) for the shapes the converter expects: one row and a full batch. For sequence
   models both at WARMUP_LENGTH tokens (the length the converter calibrates and evaluates at), a full batch being
   as many rows as the token budget allows; for fixed-shape models (the MNIST-like MLPs) batch 1 and
@@ -12,7 +13,13 @@ from __future__ import annotations
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from server.batching.ragged import DEFAULT_MAX_BATCH_TOKENS, MAX_BATCH_TOKENS, PAD_TO_LONGEST
+from server.batching.ragged import (
+    DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_MAX_PADDING_FRACTION,
+    MAX_BATCH_TOKENS,
+    MAX_PADDING_FRACTION,
+    PAD_TO_LONGEST,
+)
 from server.convert.hf import MAX_LENGTH
 from server.convert.sources import Source
 
@@ -28,6 +35,7 @@ def add_padding(config: mc.ModelConfig, source: Source) -> None:
         return
     config.parameters[PAD_TO_LONGEST].string_value = MASK_INPUT
     config.parameters[MAX_BATCH_TOKENS].string_value = str(DEFAULT_MAX_BATCH_TOKENS)
+    config.parameters[MAX_PADDING_FRACTION].string_value = str(DEFAULT_MAX_PADDING_FRACTION)
 
 
 def add_warmup(config: mc.ModelConfig) -> None:
@@ -36,6 +44,10 @@ def add_warmup(config: mc.ModelConfig) -> None:
     length = WARMUP_LENGTH
     shapes: dict[str, list[int]] = {}
     for tensor in config.input:
+        if tensor.data_type == mc.TYPE_STRING:
+            if not tensor.optional:
+                return  # text is tokenized before the runtime; a model that needs it has no tensor-only sample
+            continue  # the optional BYTES `text` input never reaches the program
         dims = list(tensor.dims)
         if padded and dims and dims[0] == -1:
             dims[0] = length
@@ -47,7 +59,7 @@ def add_warmup(config: mc.ModelConfig) -> None:
     if padded:
         full = max(1, min(full, DEFAULT_MAX_BATCH_TOKENS // length))
     sizes = sorted({1, full}) if batched else [0]
-    data_types = {t.name: t.data_type for t in config.input}
+    data_types = {t.name: t.data_type for t in config.input}  # shapes: only the inputs a sample feeds
     for size in sizes:
         sample = config.model_warmup.add(name=f"batch_{size}" if batched else "single", batch_size=size)
         for name, dims in shapes.items():

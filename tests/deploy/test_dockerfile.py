@@ -104,3 +104,33 @@ def test_the_cpu_image_gets_the_native_grpc_front_on_path() -> None:
     assert copies == ["--from=build-native /src/native/build/twofour-grpc-front /usr/local/bin/twofour-grpc-front"]
     runs = " ".join(i.arguments for i in items if i.keyword == "RUN")
     assert "libgrpc++-dev" in runs and "libgrpc++1.51" in runs and "bash build.sh" in runs
+
+
+def stage_of(name: str) -> list[Instruction]:
+    items = all_instructions()
+    starts = [i for i, ins in enumerate(items) if ins.keyword == "FROM"]
+    for start, end in zip(starts, [*starts[1:], len(items)], strict=True):
+        if items[start].arguments.endswith(f" AS {name}"):
+            return items[start:end]
+    raise AssertionError(f"no stage {name}")
+
+
+def test_the_cpu_install_takes_the_builders_pip_configuration_or_the_cpu_index() -> None:
+    """A builder's own pip sources (make image-check: deploy/pip_sources.py) arrive as the build secret pip.conf,
+    mounted for the install alone; without it the install adds PyTorch's CPU index, as the README's does."""
+    installs = [i.arguments for i in stage_of("build-cpu") if i.keyword == "RUN" and "pip install" in i.arguments]
+    assert len(installs) == 1
+    install = installs[0]
+    assert install.startswith("--mount=type=secret,id=pip.conf --mount=type=secret,id=pip-cert ")
+    assert "export PIP_CONFIG_FILE=/run/secrets/pip.conf" in install
+    assert 'else export PIP_EXTRA_INDEX_URL="${TORCH_INDEX_URL}"' in install
+    assert any(i.keyword == "ARG" and i.arguments == "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"
+               for i in stage_of("build-cpu"))
+    mounting = [i for i in all_instructions() if i.keyword == "RUN" and "--mount=" in i.arguments]
+    assert mounting == [i for i in stage_of("build-cpu") if i.keyword == "RUN" and "--mount=" in i.arguments]
+
+
+def test_make_image_check_runs_the_deploy_script() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\nimage-check:", 1)[1].split("\n\n", 1)[0]
+    assert "bash deploy/image_check.sh" in recipe and (ROOT / "deploy" / "image_check.sh").is_file()

@@ -25,6 +25,7 @@ input { name: "attention_mask" data_type: TYPE_INT64 dims: [-1] }
 output { name: "hidden" data_type: TYPE_FP32 dims: [-1] }
 output { name: "pooled" data_type: TYPE_FP32 dims: [1] }
 parameters { key: "pad_to_longest" value { string_value: "attention_mask" } }
+parameters { key: "max_padding_fraction" value { string_value: "1" } }
 """
 
 

@@ -77,3 +77,13 @@ def test_other_shape_keys_are_skipped_not_merged() -> None:
 def test_empty_queue_waits_for_an_arrival() -> None:
     plan = plan_padded_batch([], 0, 8, frozenset(), 0, 100)
     assert plan.batch == [] and plan.wake_at_ns is None
+
+
+def test_a_request_that_would_pad_too_much_waits_for_a_batch_nearer_its_length() -> None:
+    queue = [entry(20), entry(22), entry(128), entry(19), entry(120)]
+    plan = plan_padded_batch(queue, 0, 8, frozenset(), 10**9, 10_000, max_padding=0.25)
+    assert lengths(plan) == [20, 19, 22]  # 3 pad tokens of 66; the long ones would make it 80% padding
+    rest = [e for e in queue if e not in plan.batch]
+    assert lengths(plan_padded_batch(rest, 0, 8, frozenset(), 0, 10_000, max_padding=0.25)) == [128, 120]
+    # no cap: everything merges, padded to 128
+    assert len(plan_padded_batch(queue, 0, 8, frozenset(), 0, 10_000, max_padding=1.0).batch) == 5

@@ -69,8 +69,10 @@ def test_sequence_inputs_of_one_request_must_agree_on_length() -> None:
 def test_budget_and_pad_values_are_read() -> None:
     spec = padding_spec(config('parameters { key: "pad_to_longest" value { string_value: "attention_mask" } } '
                                'parameters { key: "max_batch_tokens" value { string_value: "512" } } '
-                               'parameters { key: "pad_value:input_ids" value { string_value: "1" } }'))
+                               'parameters { key: "pad_value:input_ids" value { string_value: "1" } } '
+                               'parameters { key: "max_padding_fraction" value { string_value: "0.5" } }'))
     assert spec is not None and spec.max_batch_tokens == 512 and spec.pad_values == {"input_ids": 1}
+    assert spec.max_padding_fraction == 0.5
 
 
 @pytest.mark.parametrize("parameters,message", [
@@ -86,6 +88,8 @@ def test_config_mistakes_name_the_parameter(parameters: str, message: str) -> No
     ('key: "max_batch_tokens" value { string_value: "0" }', "max_batch_tokens must be at least 1"),
     ('key: "max_batch_tokens" value { string_value: "lots" }', "max_batch_tokens must be an integer"),
     ('key: "pad_value:scale" value { string_value: "1" }', "names no sequence input"),
+    ('key: "max_padding_fraction" value { string_value: "1.5" }', r"max_padding_fraction must be in \[0, 1\]"),
+    ('key: "max_padding_fraction" value { string_value: "half" }', "must be a number"),
     ('key: "pad_value:attention_mask" value { string_value: "1" }', "always padded with 0"),
 ])
 def test_bad_optional_parameters_are_refused(extra: str, message: str) -> None:

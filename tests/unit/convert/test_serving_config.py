@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from tritonclient.grpc import model_config_pb2 as mc
 
 from server.batching.ragged import padding_spec
-from server.convert.serving_config import WARMUP_LENGTH
+from server.convert.serving_config import WARMUP_LENGTH, add_warmup
 from server.convert.sources import Source, TensorSpec
 from server.convert.writer import build_config
 
@@ -49,3 +50,11 @@ def test_an_mlp_warms_up_batch_1_and_max_batch_and_does_not_pad() -> None:
 def test_a_program_with_a_variable_dim_gets_no_warmup() -> None:
     ragged = source("program", [TensorSpec("x", torch.float32, (-1,))], [TensorSpec("y", torch.float32, (-1,))])
     assert not build_config("r", ragged, 8, True).model_warmup
+
+
+def test_an_optional_text_input_is_left_out_of_the_warmup() -> None:
+    config = build_config("enc", ENCODER, 16, True)
+    del config.model_warmup[:]
+    config.input.add(name="text", data_type=mc.TYPE_STRING, dims=[1], optional=True)
+    add_warmup(config)
+    assert config.model_warmup and all("text" not in w.inputs for w in config.model_warmup)
