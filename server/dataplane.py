@@ -21,6 +21,7 @@ from server.input_spec import SpecCache, wire_datatype
 from server.metrics import Metrics, VersionStats
 from server.registry import Registry
 from server.settings import Settings
+from server.text.preprocess import carries_text, prepare_text
 from server.types import InferRequest, InferResponse, InferTensor, to_numpy
 
 log = logging.getLogger("twofour.dataplane")
@@ -120,7 +121,8 @@ class DataPlane:
     # -- inference ---------------------------------------------------------------------------------------
     async def infer(self, request: InferRequest) -> InferResponse:
         """For transports on the event loop: admit, await the scheduler, answer."""
-        admission = self.admit(request)
+        # Tokenizing text is CPU work: it runs in a worker thread so the event loop keeps serving everyone else.
+        admission = await asyncio.to_thread(self.admit, request) if carries_text(request) else self.admit(request)
         try:
             outputs = await admission.scheduler.infer(admission.item)
         except BaseException as exc:
@@ -150,6 +152,7 @@ class DataPlane:
                               "flight; retry later")
         try:
             spec = self._specs.get(config)
+            request = prepare_text(request, loaded.text, spec, self.settings.max_text_bytes)
             inputs, rows = validate_inputs(request, spec, self.settings.max_request_elements)
             tensors_only(inputs, spec.name)
             item = WorkItem(inputs=inputs, rows=rows, arrival_ns=arrival,

@@ -30,6 +30,7 @@ from server.repository import (
     select_versions,
 )
 from server.runtime.base import Runtime, RuntimeDescription
+from server.text.tokenizer import TextTokenizer, load_text
 from server.warmup import run_warmup
 
 log = logging.getLogger("twofour.registry")
@@ -46,6 +47,7 @@ class LoadedVersion:
     scheduler: Scheduler
     description: RuntimeDescription
     labels: dict[str, tuple[bytes, ...]] = field(default_factory=dict)  # classification labels, by output
+    text: TextTokenizer | None = None  # a text model's tokenizer (its config has a BYTES `text` input)
 
 
 @dataclass
@@ -144,6 +146,7 @@ class Registry:
             start = time.perf_counter()
             version_dir = path / str(version)
             check_version_dir(version_dir, name, version)
+            text = load_text(version_dir, config)
             runtime = self._build_runtime(version_dir, config)
             try:
                 run_warmup(config, runtime, path)  # before READY; the load time below includes it
@@ -155,7 +158,7 @@ class Registry:
             self._metrics.weights(name, str(version), description.bytes_by_kind, description.dense_equivalent_bytes,
                                   time.perf_counter() - start)
             scheduler = create_scheduler(config, runtime, recorder)
-            versions[version] = LoadedVersion(version, runtime, scheduler, description, labels)
+            versions[version] = LoadedVersion(version, runtime, scheduler, description, labels, text)
         return config, versions
 
     async def unload(self, name: str) -> None:

@@ -22,7 +22,9 @@ PROGRAM_FILE = "program.pt2"
 WEIGHTS_FILE = "weights.safetensors"
 REPORT_FILE = "sparsity.json"
 # Only these may sit in a version directory: nothing that a loader could be tricked into unpickling.
-ALLOWED_VERSION_FILES = frozenset({PROGRAM_FILE, WEIGHTS_FILE, REPORT_FILE})
+# Text models add their tokenizer (JSON and plain text; the server reads tokenizer.json with HF `tokenizers`).
+TOKENIZER_FILES = frozenset({"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"})
+ALLOWED_VERSION_FILES = frozenset({PROGRAM_FILE, WEIGHTS_FILE, REPORT_FILE}) | TOKENIZER_FILES
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
                                      "(408 and the connection closed beyond: a stalled client cannot hold a slot)")
     max_header_bytes: int = Field(64 * 1024, ge=1024, description="largest HTTP request line + headers (431 beyond)")
     max_request_elements: int = Field(64 * MiB, ge=1, description="largest total tensor element count per request")
+    max_text_bytes: int = Field(1 * MiB, ge=1, description="largest string per row of a text model's `text` input "
+                                "(413 beyond; text within it is tokenized and truncated to the model's length)")
     max_inflight_requests: int = Field(1024, ge=1, description="inference requests admitted at once, all models "
                                        "together; beyond it requests are refused UNAVAILABLE/503 at once")
     grpc_frontend: Literal["auto", "native", "python", "inline"] = Field(

@@ -17,7 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from server.convert.hf_classify import Classifier, is_classifier_directory, load_classifier
+
 MAX_LENGTH = 128  # tokens per calibration/evaluation sample (the issue's rule)
+# What the server needs to tokenize text as the source model does; never a pickle (sentencepiece .model files
+# and tokenizer pickles are not copied: the server loads tokenizer.json with HF `tokenizers` only).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 _POOLING_MODES = ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")
 
 
@@ -87,8 +92,9 @@ def is_hf_directory(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file()
 
 
-def load(directory: Path) -> tuple[Encoder, Any]:
-    """(wrapper module in fp32 eval mode, tokenizer) from a local HF / sentence-transformers directory."""
+def load(directory: Path) -> tuple[Encoder | Classifier, Any]:
+    """(wrapper module in fp32 eval mode, tokenizer) from a local HF / sentence-transformers directory; a
+    `*ForSequenceClassification` directory gives a Classifier (logits) instead of an Encoder."""
     try:
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -101,12 +107,14 @@ def load(directory: Path) -> tuple[Encoder, Any]:
     hf_logging.disable_progress_bar()
     kwargs: dict[str, Any] = {"local_files_only": True, "use_safetensors": True, "dtype": torch.float32,
                               "attn_implementation": "sdpa"}
+    tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+    uses_token_types = "token_type_ids" in tokenizer.model_input_names
+    if is_classifier_directory(directory):
+        return Classifier(load_classifier(directory, kwargs).eval(), uses_token_types).eval(), tokenizer
     try:
         model = AutoModel.from_pretrained(str(directory), add_pooling_layer=False, **kwargs)
     except TypeError:  # architectures without a pooler take no such argument
         model = AutoModel.from_pretrained(str(directory), **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    uses_token_types = "token_type_ids" in tokenizer.model_input_names
     return Encoder(model.eval(), read_pooling(directory), uses_token_types).eval(), tokenizer
 
 
@@ -117,7 +125,44 @@ def tokenize(tokenizer: Any, lines: list[str], uses_token_types: bool) -> dict[s
     return {n: encoded[n].to(torch.int64) for n in names}
 
 
-def blocks(encoder: Encoder) -> list[nn.Module]:
+def max_sequence_length(directory: Path, tokenizer: Any, model_config: Any) -> int:
+    """The longest input the model takes, as sentence-transformers truncates it: sentence_bert_config.json's
+    max_seq_length, else the tokenizer's model_max_length; never above the position embeddings."""
+    limit = int(getattr(model_config, "max_position_embeddings", 512))
+    st_config = directory / "sentence_bert_config.json"
+    if st_config.is_file():
+        value = json.loads(st_config.read_text(encoding="utf-8")).get("max_seq_length")
+        if isinstance(value, int) and value > 0:
+            return min(value, limit)
+    value = getattr(tokenizer, "model_max_length", None)
+    if isinstance(value, int) and 0 < value < 1_000_000:  # transformers' "no limit" is a huge sentinel
+        return min(value, limit)
+    return limit
+
+
+def text_parameters(directory: Path, tokenizer: Any, model_config: Any, pooling: Pooling | None,
+                    token_inputs: list[str]) -> dict[str, str]:
+    """config.pbtxt parameters that tell the server how to turn `text` into the token inputs."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    facts = {
+        "text_max_length": str(max_sequence_length(directory, tokenizer, model_config)),
+        "text_pad_id": str(int(pad_id)),
+        "text_pad_token": str(tokenizer.pad_token or ""),
+        "text_token_inputs": ",".join(token_inputs),
+        "text_required_inputs": ",".join(n for n in token_inputs if n != "token_type_ids"),
+    }
+    if pooling is not None:
+        facts["embedding_output"] = "sentence_embedding"
+        facts["embedding_normalized"] = "true" if pooling.normalize else "false"
+    return facts
+
+
+def tokenizer_files(directory: Path) -> list[Path]:
+    """The tokenizer files to store beside the program; tokenizer.json is required for text input."""
+    return [directory / name for name in TOKENIZER_FILES if (directory / name).is_file()]
+
+
+def blocks(encoder: nn.Module) -> list[nn.Module]:
     """The transformer layers in order: the longest nn.ModuleList whose children hold linear layers."""
     best: list[nn.Module] = []
     for module in encoder.modules():
@@ -127,7 +172,8 @@ def blocks(encoder: Encoder) -> list[nn.Module]:
     return best
 
 
-def export(encoder: Encoder, example: dict[str, torch.Tensor], max_batch: int) -> torch.export.ExportedProgram:
+def export(encoder: Encoder | Classifier, example: dict[str, torch.Tensor],
+           max_batch: int) -> torch.export.ExportedProgram:
     """torch.export with dynamic batch and sequence dims (strict=False: HF code is not dynamo-strict clean)."""
     batch = torch.export.Dim("batch", min=1, max=max(max_batch, 2))
     seq = torch.export.Dim("sequence", min=1, max=int(getattr(encoder.model.config, "max_position_embeddings", 512)))

@@ -90,7 +90,8 @@ def convert(options: ConvertOptions) -> ConvertResult:
     config = build_config(options.name, source, options.max_batch_size, options.dynamic_batching)
     staging = Staging(options.output_repository, options.name, options.version)
     try:
-        staging.write_model(config, program, weights, sparse, options.quantize)
+        staging.write_model(config, program, weights, sparse, options.quantize,
+                            source.text.files if source.text else [], source.labels)
         scores = evaluate.compare(source, held_out, reference, evaluate.written_outputs(staging.dir, config, held_out))
         stored = load_weights(staging.dir / WEIGHTS_FILE)  # the bytes as written, not an estimate
         dense_bytes, stored_bytes = stored.dense_bytes(), stored.stored_bytes

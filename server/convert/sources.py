@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from server.convert import hf
+from server.convert.hf_classify import Classifier
+from server.convert.hf_classify import labels as classifier_labels
 from server.convert.layers import Target, eager_linears, expose_graph_linears
 
 
@@ -27,6 +29,14 @@ class TensorSpec:
     dtype: torch.dtype
     dims: tuple[int, ...]
     optional: bool = False
+
+
+@dataclass(frozen=True)
+class TextFiles:
+    """A text model's tokenizer: files copied into the version directory, facts written as config parameters."""
+
+    files: list[Path]
+    parameters: dict[str, str]
 
 
 @dataclass
@@ -43,6 +53,8 @@ class Source:
     tokenizer: Any = None
     classifier: bool = False  # the first output holds class scores (top-1 agreement / accuracy make sense)
     extra: dict[str, Any] = field(default_factory=dict)
+    text: TextFiles | None = None  # set when the source has a tokenizer.json: the model also takes `text`
+    labels: list[str] | None = None  # class names of the first output, in index order (a labels file)
 
 
 def load_source(path: Path, max_batch_size: int) -> Source:
@@ -95,7 +107,12 @@ def _hf_source(path: Path, max_batch_size: int) -> Source:
     inputs = [TensorSpec(n, torch.int64, (-1,), optional=(n == "token_type_ids")) for n in names]
     config: Any = encoder.model.config  # an HF PretrainedConfig; nn.Module's __getattr__ types it as Tensor | Module
     hidden = int(config.hidden_size)
-    outputs = [TensorSpec("last_hidden_state", torch.float32, (-1, hidden))]
+    labels: list[str] | None = None
+    if isinstance(encoder, Classifier):
+        labels = classifier_labels(config)
+        outputs = [TensorSpec("logits", torch.float32, (len(labels),))]
+    else:
+        outputs = [TensorSpec("last_hidden_state", torch.float32, (-1, hidden))]
     if encoder.pooling is not None:
         width = hidden * len(encoder.pooling.modes)
         outputs.append(TensorSpec("sentence_embedding", torch.float32, (width,)))
@@ -103,13 +120,18 @@ def _hf_source(path: Path, max_batch_size: int) -> Source:
     targets = eager_linears(encoder)
     inside = {id(m) for block in layer_blocks for m in block.modules()}
     heads = {t.name for t in targets if id(t.hook) not in inside}
+    files = hf.tokenizer_files(path)
+    text = None
+    if any(f.name == "tokenizer.json" for f in files):
+        text = TextFiles(files, hf.text_parameters(path, tokenizer, config, encoder.pooling, names))
     example = hf.tokenize(tokenizer, ["twofour export example", "a second, somewhat longer example sentence"],
                           encoder.uses_token_types)
     return Source(kind="huggingface", label=path.name, model=encoder, targets=targets, heads=heads,
                   blocks=layer_blocks, inputs=inputs, outputs=outputs,
                   export=lambda: hf.export(encoder, example, max_batch_size), tokenizer=tokenizer,
                   extra={"pooling": None if encoder.pooling is None else list(encoder.pooling.modes),
-                         "normalize": bool(encoder.pooling and encoder.pooling.normalize)})
+                         "normalize": bool(encoder.pooling and encoder.pooling.normalize)}, text=text,
+                  classifier=labels is not None, labels=labels)
 
 
 def forward(source: Source, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

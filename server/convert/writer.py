@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from tritonclient.grpc import model_config_pb2 as mc
 
 from server.artifacts import save_program, save_weights
+from server.convert.hf_classify import LABELS_FILE
 from server.convert.serving_config import add_padding, add_warmup
 from server.convert.sources import Source
 from server.repository import (
@@ -32,6 +34,7 @@ from server.repository import (
     validate_config,
     write_config,
 )
+from server.text.names import TEXT_INPUT
 from server.types import TORCH_TO_WIRE, WIRE_TO_CONFIG
 
 
@@ -43,12 +46,26 @@ def build_config(name: str, source: Source, max_batch_size: int, dynamic_batchin
             tensor.data_type = mc.DataType.Value(WIRE_TO_CONFIG[TORCH_TO_WIRE[spec.dtype]])
             if spec.optional and specs is source.inputs:
                 tensor.optional = True
+    if source.labels is not None:
+        config.output[0].label_filename = LABELS_FILE  # Triton: a file in the model directory, one label a line
     if dynamic_batching:
         config.dynamic_batching.max_queue_delay_microseconds = 500
         add_padding(config, source)  # padding merges requests only where a dynamic batcher forms batches
-    add_warmup(config)
+    add_warmup(config)  # of the token inputs: warmup feeds the runtime, which never sees text
+    if source.text is not None:
+        add_text_input(config, source.text.parameters)
     validate_config(config, name)
     return config
+
+
+def add_text_input(config: mc.ModelConfig, parameters: dict[str, str]) -> None:
+    """A BYTES input `text` (one string per row) beside the token inputs; every input becomes optional because
+    a request sends one form or the other (the server checks which), and the tokenizer facts become parameters."""
+    for tensor in config.input:
+        tensor.optional = True
+    config.input.add(name=TEXT_INPUT, data_type=mc.TYPE_STRING, dims=[1], optional=True)
+    for key, value in sorted(parameters.items()):
+        config.parameters[key].string_value = value
 
 
 class Staging:
@@ -70,8 +87,13 @@ class Staging:
         self.dir.mkdir()
 
     def write_model(self, config: mc.ModelConfig, program: torch.export.ExportedProgram,
-                    weights: dict[str, torch.Tensor], sparse: set[str], quantization: str = "none") -> None:
+                    weights: dict[str, torch.Tensor], sparse: set[str], quantization: str = "none",
+                    extra_files: Sequence[Path] = (), labels: list[str] | None = None) -> None:
         write_config(self.area, config)
+        if any(t.label_filename for t in config.output):
+            (self.area / LABELS_FILE).write_text("".join(f"{n}\n" for n in labels or []), encoding="utf-8")
+        for path in extra_files:  # tokenizer files: copied byte for byte
+            shutil.copyfile(path, self.dir / path.name)
         save_program(program, self.dir / PROGRAM_FILE)
         save_weights(weights, sparse, self.dir / WEIGHTS_FILE, quantization)
 
@@ -89,6 +111,9 @@ class Staging:
         if final.exists():
             raise ValueError(f"model {self.name!r} version {self.version} appeared while converting; nothing written")
         os.replace(self.dir, final)
+        if (self.area / LABELS_FILE).is_file():  # before the config that names it
+            (self.area / LABELS_FILE).chmod(0o644)
+            os.replace(self.area / LABELS_FILE, model / LABELS_FILE)
         os.replace(self.area / CONFIG_FILE, model / CONFIG_FILE)
         self.discard()
         return final

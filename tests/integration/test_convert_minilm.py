@@ -87,7 +87,8 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_config_and_weights(converted: dict) -> None:
     config = read_config(converted["repo"] / "minilm", "minilm")
     assert [(t.name, list(t.dims), t.optional) for t in config.input] == [
-        ("input_ids", [-1], False), ("attention_mask", [-1], False), ("token_type_ids", [-1], True)]
+        ("input_ids", [-1], True), ("attention_mask", [-1], True), ("token_type_ids", [-1], True),
+        ("text", [1], True)]  # a text model: one form per request, token tensors or `text` (test_text_*.py)
     assert [t.name for t in config.output] == ["last_hidden_state", "sentence_embedding"]
     weights = load_weights(converted["dir"] / WEIGHTS_FILE)
     assert len(weights.sparse) == 36 and all(is_2_4(weights.tensors[n]) for n in weights.sparse)
