@@ -13,8 +13,13 @@ from tritonclient.grpc import model_config_pb2 as mc
 from server.artifacts import build_module, load_program, load_weights
 from server.repository import CONFIG_FILE, RepositoryError, read_config
 from server.runtime.cpu import CpuRuntime
-from server.runtime.cpu_precision import (PrecisionError, budget_from_config, convert, int8_available,
-                                          requested_precision)
+from server.runtime.cpu_precision import (
+    PrecisionError,
+    budget_from_config,
+    convert,
+    int8_available,
+    requested_precision,
+)
 from tests.support.models import write_model
 
 CONFIG = """
