@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from server.artifacts import load_weights
-from server.convert import evaluate
+from server.convert import cpu_agreement, evaluate
 from server.convert.calibration import load_dataset
 from server.convert.methods import METHODS
 from server.convert.prune import Pruner
@@ -98,6 +98,8 @@ def convert(options: ConvertOptions) -> ConvertResult:
             layers=layer_rows(decisions, outcome, options.method), dense_bytes=dense_bytes,
             stored_bytes=stored_bytes, distil_loss=outcome.distil_loss,
             extra=source.extra)
+        report[cpu_agreement.REPORT_KEY] = cpu_agreement.scores(  # what each CPU precision would serve
+            source, held_out, reference, staging.dir, config, scores, options.max_accuracy_drop)
         if options.max_accuracy_drop is not None and scores["drop"] > options.max_accuracy_drop:
             raise ConversionRejected(
                 f"conversion rejected: the evaluation drop is {scores['drop']:.4f} points, more than "

@@ -11,11 +11,19 @@ import torch
 from tritonclient.grpc import model_config_pb2 as mc
 
 from server.artifacts import Weights, build_module, load_program, load_weights
-from server.repository import PROGRAM_FILE, WEIGHTS_FILE
+from server.repository import PROGRAM_FILE, REPORT_FILE, WEIGHTS_FILE
 from server.runtime.base import RuntimeDescription, example_shape
 from server.runtime.binding import Binding, config_dtype, make_binding
 from server.runtime.cpu_choice import BatchForward, Budget, Decision, Measurement, choose, measure_agreement
-from server.runtime.cpu_precision import DTYPE_NAMES, budget_from_config, convert, int8_available, requested_precision
+from server.runtime.cpu_precision import (
+    DTYPE_NAMES,
+    REPORT_KEY,
+    budget_from_config,
+    convert,
+    disallowed,
+    int8_available,
+    requested_precision,
+)
 from server.runtime.cpu_trace import batch_forward
 
 log = logging.getLogger("twofour.runtime.cpu")
@@ -32,8 +40,12 @@ class CpuRuntime:
         weights = load_weights(version_dir / WEIGHTS_FILE)
         binding = make_binding(program, config)
         requested = requested_precision(config, precision)
+        refused = disallowed(version_dir / REPORT_FILE)
+        if requested in refused:
+            raise ValueError(f"cpu_precision {requested!r} is over the conversion's --max-accuracy-drop "
+                             f"(sparsity.json {REPORT_KEY!r}); choose another precision or auto")
         self._forward, how, decision = _prepare(program, weights, binding, config, requested,
-                                                budget_from_config(config))
+                                                budget_from_config(config), refused)
         log.info("%s: cpu precision %s (requested %s): %s; %s", config.name, decision.chosen, requested,
                  decision.reason, ", ".join(_summary(m) for m in decision.candidates))
         dense = weights.dense_bytes()
@@ -82,12 +94,12 @@ def sample_batch(config: mc.ModelConfig, binding: Binding, shape: list[int]) -> 
 
 
 def _prepare(program: torch.export.ExportedProgram, weights: Weights, binding: Binding, config: mc.ModelConfig,
-             requested: str, budget: Budget) -> tuple[BatchForward, str, Decision]:
+             requested: str, budget: Budget, refused: set[str]) -> tuple[BatchForward, str, Decision]:
     """The forward to serve, how it runs, and the precision decision behind it."""
     shape = sample_shape(config)
     budget_figures = {"min_cosine": budget.min_cosine, "min_speedup": budget.min_speedup,
                       "time_budget_s": budget.time_budget_s}
-    forwards, hows, converted, failures = _build(program, weights, binding, config, requested)
+    forwards, hows, converted, failures = _build(program, weights, binding, config, requested, refused)
     if requested == "fp32":
         decision = Decision("fp32", "fp32", "requested by configuration", shape, budget_figures, [Measurement("fp32")])
         return forwards["fp32"], hows["fp32"], decision
@@ -112,7 +124,8 @@ def _prepare(program: torch.export.ExportedProgram, weights: Weights, binding: B
 
 
 def _build(program: torch.export.ExportedProgram, weights: Weights, binding: Binding, config: mc.ModelConfig,
-           requested: str) -> tuple[dict[str, BatchForward], dict[str, str], dict[str, int], dict[str, str]]:
+           requested: str, refused: set[str]
+           ) -> tuple[dict[str, BatchForward], dict[str, str], dict[str, int], dict[str, str]]:
     """fp32 and the candidates `requested` calls for, each a fresh module converted and traced; why any failed."""
     wanted = {"auto": ["bf16", "int8"], "fp32": [], "bf16": ["bf16"], "int8": ["int8"]}[requested]
     forwards: dict[str, BatchForward] = {}
@@ -120,6 +133,9 @@ def _build(program: torch.export.ExportedProgram, weights: Weights, binding: Bin
     converted: dict[str, int] = {}
     failures: dict[str, str] = {}
     for precision in ["fp32", *wanted]:
+        if precision in refused:
+            failures[precision] = "over the conversion's --max-accuracy-drop (sparsity.json)"
+            continue
         if precision == "int8" and not int8_available():
             failures[precision] = "this torch build has no fbgemm quantized engine"
             continue

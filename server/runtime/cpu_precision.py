@@ -22,7 +22,9 @@ traces into TorchScript (cpu_trace.py) like the fp32 graph.
 
 from __future__ import annotations
 
+import json
 import warnings
+from pathlib import Path
 
 import torch
 import torch.fx
@@ -33,6 +35,7 @@ from server.repository import CPU_PRECISIONS as CHOICES
 from server.runtime.cpu_choice import MIN_COSINE, MIN_SPEEDUP, Budget
 
 PRECISIONS = ("fp32", "bf16", "int8")
+REPORT_KEY = "cpu_precisions"  # sparsity.json: the converter's figures per precision (server/convert/cpu_agreement.py)
 MIN_COSINE_KEY = "cpu_precision_min_cosine"  # the agreement budget, per model (default 0.999)
 DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "int8": "int8"}  # RuntimeDescription.dtype
 
@@ -65,6 +68,18 @@ def budget_from_config(config: mc.ModelConfig) -> Budget:
     if not 0.0 < value <= 1.0:
         raise PrecisionError(f"parameter {MIN_COSINE_KEY!r} is {value}; expected a number in (0, 1]")
     return Budget(value, MIN_SPEEDUP)
+
+
+def disallowed(report_path: Path) -> set[str]:
+    """Precisions the conversion's sparsity.json marks as over its --max-accuracy-drop (none without a report)."""
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError):
+        return set()
+    section = report.get(REPORT_KEY) if isinstance(report, dict) else None
+    if not isinstance(section, dict):
+        return set()
+    return {p for p, figures in section.items() if isinstance(figures, dict) and figures.get("allowed") is False}
 
 
 class Bf16Linear(torch.nn.Module):
