@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from tests.support.server import ServerProcess  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
 ROWS, TOKENS = 32, 128
-VARIANTS = ("default", "fp32", "bf16", "int8")
+VARIANTS = ("default", "fp32", "bf16", "int8", "auto", "default-2inst")  # -2inst: instance_group count 2
 
 
 def minilm_path() -> Path:
@@ -153,7 +154,14 @@ def decision(server: ServerProcess, model: str) -> dict:
 
 def flags(variant: str, threads: int) -> list[str]:
     # ServerProcess passes --intra-op-threads 1; a later flag wins in argparse
-    return ["--intra-op-threads", str(threads)] + ([] if variant == "default" else ["--cpu-precision", variant])
+    precision = variant.split("-")[0]
+    return ["--intra-op-threads", str(threads)] + ([] if precision == "default" else ["--cpu-precision", precision])
+
+
+def set_instances(model_dir: Path, count: int) -> None:
+    config = model_dir / "config.pbtxt"
+    text = config.read_text()
+    config.write_text(re.sub(r"instance_group \{\s*count: \d+", f"instance_group {{\n  count: {count}", text))
 
 
 def mnist_row(variant: str, threads: int, seconds: float) -> tuple[float, float]:
@@ -166,7 +174,7 @@ def mnist_row(variant: str, threads: int, seconds: float) -> tuple[float, float]
     from server.convert.bundled import mnist
 
     _, _, test_x, test_y = mnist()
-    env = {} if variant != "default" else {"TWOFOUR_CPU_PRECISION": "auto"}
+    env = {"TWOFOUR_CPU_PRECISION": "auto"} if variant == "default" else {}
     server = ServerProcess(ROOT / "model_repo", *flags(variant, threads), env=env, timeout=120.0)
     try:
         client = grpcclient.InferenceServerClient(server.grpc_url)
@@ -192,7 +200,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="MiniLM requests outstanding")
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window per row")
     parser.add_argument("--method", default="sparsegpt", help="pruning method for the MiniLM conversion")
-    parser.add_argument("--variants", default=",".join(VARIANTS) + ",auto")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--quick", action="store_true", help="8 s windows")
     args = parser.parse_args()
     seconds = 8.0 if args.quick else args.seconds
@@ -207,7 +215,8 @@ def main() -> None:
         convert_minilm(repo, args.method)
         reference: np.ndarray | None = None
         for variant in ["fp32"] + [v for v in variants if v != "fp32"]:
-            env = {"TWOFOUR_CPU_PRECISION": "auto"} if variant == "default" else {}  # the shipped default
+            env = {"TWOFOUR_CPU_PRECISION": "auto"} if variant.startswith("default") else {}  # the shipped default
+            set_instances(repo / "minilm", 2 if variant.endswith("-2inst") else 1)
             server = ServerProcess(repo, *flags(variant, args.threads), env=env, timeout=300.0)
             try:
                 chosen = decision(server, "minilm").get("chosen", "?")
@@ -221,13 +230,14 @@ def main() -> None:
                                                      np.linalg.norm(reference, axis=1))
             rows.append((variant, chosen, rate, float(cosine.mean()), float(cosine.min())))
             print(f"  minilm {variant}: chosen {chosen}, {rate:.1f} rows/s", flush=True)
-    mnist = [(v, *mnist_row(v, args.threads, seconds)) for v in ["fp32"] + [v for v in variants if v != "fp32"]]
+    mnist = [(v, *mnist_row(v, args.threads, seconds)) for v in ["fp32"] + [v for v in variants
+                                                                             if v not in ("fp32", "default-2inst")]]
     print(f"\nMiniLM 2:4, {ROWS} x {TOKENS} tokens, {args.threads} intra-op threads, gRPC c={args.concurrency}; "
           f"bare dense fp32 eager = {bare:.1f} rows/s")
-    print(f"{'served':<9} {'runs':<5} {'rows/s':>8} {'x bare':>7} {'x fp32':>7} {'cos mean':>9} {'cos min':>8}")
+    print(f"{'served':<13} {'runs':<5} {'rows/s':>8} {'x bare':>7} {'x fp32':>7} {'cos mean':>9} {'cos min':>8}")
     fp32_rate = rows[0][2]
     for variant, chosen, rate, mean, low in rows:
-        print(f"{variant:<9} {chosen:<5} {rate:>8.1f} {rate / bare:>7.2f} {rate / fp32_rate:>7.2f} {mean:>9.5f} "
+        print(f"{variant:<13} {chosen:<5} {rate:>8.1f} {rate / bare:>7.2f} {rate / fp32_rate:>7.2f} {mean:>9.5f} "
               f"{low:>8.5f}")
     print(f"\nMNIST mnist_mlp, gRPC c=32 single-digit requests, {args.threads} intra-op threads")
     print(f"{'served':<9} {'rows/s':>8} {'x fp32':>7} {'accuracy':>9} {'delta pt':>9}")

@@ -11,6 +11,7 @@ import torch
 from tritonclient.grpc import model_config_pb2 as mc
 
 from server.artifacts import Weights, build_module, load_program, load_weights
+from server.batching.threads import threads_per_instance
 from server.repository import PROGRAM_FILE, REPORT_FILE, WEIGHTS_FILE
 from server.runtime.base import RuntimeDescription, example_shape
 from server.runtime.binding import Binding, config_dtype, make_binding
@@ -57,7 +58,7 @@ class CpuRuntime:
             bytes_by_kind={"dense": dense, "sparse_2_4": 0},
             dense_equivalent_bytes=dense,
             details={"stored_bytes": weights.stored_bytes, "forward": how, "cpu_precision": decision.as_details(),
-                     "intra_op_threads": torch.get_num_threads()},
+                     "instances": _instances(config), "threads_per_instance": threads_per_instance(_instances(config))},
         )
 
     def infer(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -151,6 +152,10 @@ def _build(program: torch.export.ExportedProgram, weights: Weights, binding: Bin
                 raise
             failures[precision] = f"{type(exc).__name__}: {exc}"[:200]
     return forwards, hows, converted, failures
+
+
+def _instances(config: mc.ModelConfig) -> int:
+    return max(1, sum(group.count for group in config.instance_group))
 
 
 def _summary(m: Measurement) -> str:
