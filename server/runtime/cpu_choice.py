@@ -6,11 +6,11 @@ have outliers (MiniLM). Neither the speed nor the agreement can be read off the 
 
 How: every candidate runs once on the model's own batch shape against fp32 (agreement: per-row cosine on every
 floating output, rows = all leading dims). A candidate outside the budget is never timed and never chosen. The rest
-are timed in interleaved rounds (fp32, bf16, int8, fp32, ...), so a burst of load from other processes hits every
-candidate alike, and the median of each is compared. A candidate replaces fp32 only when it is at least
-`min_speedup` (1.1x) faster: noise must never pick a slower precision. The rounds stop at `time_budget_s`, so a big
-model still loads in bounded time (at least one timed round always runs). The clock is injectable, so a test can
-play "a CPU where bf16 is slower" exactly.
+are timed in interleaved rounds (fp32, bf16, int8, fp32, ...), and a candidate's speedup is the median over rounds
+of fp32's time over its own in the same round, so a burst of load from other processes cancels out. A candidate
+replaces fp32 only when it is at least `min_speedup` (1.1x) faster: noise must never pick a slower precision. The
+rounds stop at `time_budget_s`, so a big model still loads in bounded time (at least one timed round always runs).
+The clock is injectable, so a test can play "a CPU where bf16 is slower" exactly.
 """
 
 from __future__ import annotations
@@ -97,8 +97,8 @@ def measure_agreement(forwards: dict[str, BatchForward], batch: dict[str, torch.
 
 
 def time_candidates(forwards: dict[str, BatchForward], batch: dict[str, torch.Tensor], budget: Budget,
-                    clock: Clock = time.perf_counter) -> tuple[dict[str, float], int]:
-    """Median seconds per call of each forward, from interleaved rounds within the time budget; rounds run."""
+                    clock: Clock = time.perf_counter) -> dict[str, list[float]]:
+    """Seconds per call of each forward, one sample per interleaved round, rounds within the time budget."""
     samples: dict[str, list[float]] = {name: [] for name in forwards}
     started = clock()
     rounds = 0
@@ -109,7 +109,13 @@ def time_candidates(forwards: dict[str, BatchForward], batch: dict[str, torch.Te
                 forward(dict(batch))
                 samples[name].append(clock() - begin)
             rounds += 1
-    return {name: statistics.median(values) for name, values in samples.items()}, rounds
+    return samples
+
+
+def paired_speedup(fp32: list[float], other: list[float]) -> float:
+    """Median over rounds of fp32's time / the candidate's in the same round: a burst of load from elsewhere
+    slows both calls of a round alike, so it cancels in the ratio (medians taken apart would not pair it)."""
+    return statistics.median(f / max(o, 1e-12) for f, o in zip(fp32, other, strict=True))
 
 
 def choose(forwards: dict[str, BatchForward], batch: dict[str, torch.Tensor], shape: list[int],
@@ -125,11 +131,12 @@ def choose(forwards: dict[str, BatchForward], batch: dict[str, torch.Tensor], sh
     if len(usable) == 1:
         return Decision("auto", "fp32", "no other precision agrees with fp32 within the budget", shape,
                         budget_figures, measurements)
-    medians, rounds = time_candidates(usable, batch, budget, clock)
+    samples = time_candidates(usable, batch, budget, clock)
+    rounds = len(samples["fp32"])
     for m in measurements:
-        if m.precision in medians:
-            m.median_ms = round(medians[m.precision] * 1e3, 3)
-            m.speedup = round(medians["fp32"] / max(medians[m.precision], 1e-12), 3)
+        if m.precision in samples:
+            m.median_ms = round(statistics.median(samples[m.precision]) * 1e3, 3)
+            m.speedup = round(paired_speedup(samples["fp32"], samples[m.precision]), 3)
     fastest = max((m for m in measurements if m.speedup is not None and m.precision != "fp32"),
                   key=lambda m: m.speedup or 0.0)
     if (fastest.speedup or 0.0) < budget.min_speedup:
