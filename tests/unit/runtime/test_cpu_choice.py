@@ -77,3 +77,20 @@ def test_agreement_is_per_row_over_every_float_output_and_skips_integers() -> No
     mean, low = agreement(reference, other)
     assert abs(low - 0.5 ** 0.5) < 1e-12 and abs(mean - (1 + 0.5 ** 0.5) / 2) < 1e-12
     assert agreement({"z": torch.zeros(2, 3)}, {"z": torch.zeros(2, 3)}) == (1.0, 1.0)
+
+
+def test_fp32_slowed_by_other_load_in_a_minority_of_rounds_does_not_hand_the_win_to_a_slower_candidate() -> None:
+    clock = FakeClock()
+    calls = {"n": 0}
+    base = forwards(clock, {"fp32": 1.0, "bf16": 1.05})
+
+    def fp32(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        calls["n"] += 1
+        out = base["fp32"](batch)
+        if calls["n"] in (2, 3):  # call 1 is the agreement run; timed rounds 0 and 1 of 5 run 3x slower
+            clock.now += 2.0
+        return out
+
+    decision = choose({"fp32": fp32, "bf16": base["bf16"]}, BATCH, [4, 128], Budget(time_budget_s=60), clock=clock)
+    assert decision.rounds == 5 and decision.chosen == "fp32"
+    assert next(m for m in decision.candidates if m.precision == "bf16").speedup == round(1 / 1.05, 3)
