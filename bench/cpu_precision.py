@@ -100,7 +100,9 @@ def _grpc_inputs(batch: dict[str, np.ndarray]) -> list:
 
 
 def served_rows_per_s(url: str, batch: dict[str, np.ndarray], concurrency: int, seconds: float) -> float:
-    """Closed loop: `concurrency` threads, each with its own client, one request outstanding each."""
+    """Closed loop: `concurrency` threads, each with its own client, one request outstanding each. The window
+    opens once every thread has had an answer (batches formed, caches warm) and closes after `seconds` and at
+    least 2 x concurrency answers, so a slow machine still yields a count, not a zero."""
     import tritonclient.grpc as grpcclient
 
     done, stop = [0], threading.Event()
@@ -112,20 +114,25 @@ def served_rows_per_s(url: str, batch: dict[str, np.ndarray], concurrency: int, 
         wanted = [grpcclient.InferRequestedOutput("sentence_embedding")]
         while not stop.is_set():
             client.infer("minilm", inputs, outputs=wanted)
-            if not stop.is_set():
-                with lock:
-                    done[0] += 1
+            with lock:
+                done[0] += 1
         client.close()
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for t in threads:
         t.start()
-    time.sleep(min(2.0, seconds / 3))  # warm-up: batches form, caches fill
-    with lock:
-        start_count, start = done[0], time.perf_counter()
-    time.sleep(seconds)
-    with lock:
-        count, wall = done[0] - start_count, time.perf_counter() - start
+    while True:
+        with lock:
+            if done[0] >= concurrency:
+                start_count, start = done[0], time.perf_counter()
+                break
+        time.sleep(0.01)
+    while True:
+        time.sleep(0.05)
+        with lock:
+            count, wall = done[0] - start_count, time.perf_counter() - start
+        if wall >= seconds and count >= 2 * concurrency:
+            break
     stop.set()
     for t in threads:
         t.join()
