@@ -28,8 +28,9 @@ def config_dtype(data_type: int) -> torch.dtype:
     return DATATYPES[CONFIG_TO_WIRE[mc.DataType.Name(data_type)]][1]
 
 
-def program_inputs(config: mc.ModelConfig) -> list[mc.ModelInput]:
-    """The config inputs the program takes: all but TYPE_STRING (BYTES text is preprocessed into tensors first)."""
+def tensor_inputs(config: mc.ModelConfig) -> list[mc.ModelInput]:
+    """The config inputs the program takes: all but BYTES ones (a text model's `text` is tokenized into the
+    token inputs before a batch is formed, so the program never sees it)."""
     return [t for t in config.input if t.data_type != mc.TYPE_STRING]
 
 
@@ -38,8 +39,8 @@ def make_binding(program: torch.export.ExportedProgram, config: mc.ModelConfig) 
     in_spec = program.call_spec.in_spec
     args_spec, kwargs_spec = in_spec.children() if hasattr(in_spec, "children") else in_spec.children_specs
     keyword_names = tuple(kwargs_spec.context or ())
-    tensors = program_inputs(config)
-    names = [t.name for t in tensors]
+    inputs = tensor_inputs(config)
+    names = [t.name for t in inputs]
     keyword = tuple(n for n in names if n in keyword_names)
     positional = tuple(n for n in names if n not in keyword_names)
     if len(positional) != args_spec.num_children:
@@ -48,9 +49,12 @@ def make_binding(program: torch.export.ExportedProgram, config: mc.ModelConfig) 
             f"config inputs {names} do not fit"
         )
     fill: dict[str, tuple[str, torch.dtype]] = {}
-    for tensor in tensors:
+    for tensor in inputs:
         if tensor.optional:
-            twin = next((t.name for t in tensors if not t.optional and list(t.dims) == list(tensor.dims)), None)
+            # a required input of the same dims, else (a text model: every input optional, the request form
+            # checked at admission) the first other one of the same dims
+            same = [t for t in inputs if t.name != tensor.name and list(t.dims) == list(tensor.dims)]
+            twin = next((t.name for t in sorted(same, key=lambda t: t.optional)), None)
             if twin is None:
                 raise ValueError(f"optional input {tensor.name!r} has no required input of the same dims to copy")
             fill[tensor.name] = (twin, config_dtype(tensor.data_type))

@@ -41,7 +41,7 @@ def framed_bytes(draw: st.DrawFn) -> tuple[bytes, int]:
 
 
 def texty_request(framed: bytes, count: int, with_tensor: bool) -> tuple[bytes, dict[str, str]]:
-    inputs: list[dict] = [{"name": "text", "datatype": "BYTES", "shape": [count, 1],
+    inputs: list[dict] = [{"name": "caption", "datatype": "BYTES", "shape": [count, 1],
                            "parameters": {"binary_data_size": len(framed)}}]
     if with_tensor:
         inputs.insert(0, {"name": "INPUT0", "datatype": "FP32", "shape": [count, 16], "data": [0.5] * (16 * count)})
@@ -63,7 +63,7 @@ def test_bytes_framings_get_named_client_errors_on_both_ports(hard_server, hard_
     message = error_text(status, payload, hard_repository[0])
     assert any(w in message for w in ("BYTES", "no tokenizer", "batch size", "requires inputs", "shape")), message
     request = pb.ModelInferRequest(model_name="texty", raw_input_contents=[framed])
-    request.inputs.add(name="text", datatype="BYTES", shape=[count, 1])
+    request.inputs.add(name="caption", datatype="BYTES", shape=[count, 1])
     if with_tensor:
         request.inputs.insert(0, pb.ModelInferRequest.InferInputTensor(name="INPUT0", datatype="FP32",
                                                                          shape=[count, 16]))

@@ -2,7 +2,7 @@
 the default (native: gRPC and HTTP in the C++ front), the Python gRPC front (uvicorn HTTP) and inline gRPC.
 
 Covers Triton's classification extension (BYTES outputs `score:index:label` from a real model's logits) and BYTES
-inputs to a model whose config declares a TYPE_STRING `text` input but has no tokenizer: clear 400 /
+inputs to a model whose config declares a TYPE_STRING input (`caption`) but has no tokenizer: clear 400 /
 INVALID_ARGUMENT, and the server goes on serving. Bad framing, a 10 MB string, 100,000 rows and crossed datatypes
 are refused by name on both ports.
 """
@@ -114,7 +114,7 @@ def test_classification_over_grpc(server: ServerProcess) -> None:
 def http_text(values: np.ndarray, binary: bool) -> list[httpclient.InferInput]:
     x = httpclient.InferInput("INPUT0", [len(values), 16], "FP32")
     x.set_data_from_numpy(X[:1].repeat(len(values), 0))
-    text = httpclient.InferInput("text", list(values.shape), "BYTES")
+    text = httpclient.InferInput("caption", list(values.shape), "BYTES")
     text.set_data_from_numpy(values, binary_data=binary)
     return [x, text]
 
@@ -122,7 +122,7 @@ def http_text(values: np.ndarray, binary: bool) -> list[httpclient.InferInput]:
 def grpc_text(values: np.ndarray) -> list[grpcclient.InferInput]:
     x = grpcclient.InferInput("INPUT0", [len(values), 16], "FP32")
     x.set_data_from_numpy(X[:1].repeat(len(values), 0))
-    text = grpcclient.InferInput("text", list(values.shape), "BYTES")
+    text = grpcclient.InferInput("caption", list(values.shape), "BYTES")
     text.set_data_from_numpy(values)
     return [x, text]
 
@@ -138,11 +138,16 @@ def test_text_to_a_model_without_tokenizer_is_refused_on_every_path(server: Serv
         for binary in (True, False):
             with pytest.raises(InferenceServerException) as info:
                 client.infer("texty", http_text(SENTENCES, binary))
-            assert info.value.status() == "400" and NO_TOKENIZER in info.value.message() and "'text'" in \
+            assert info.value.status() == "400" and NO_TOKENIZER in info.value.message() and "'caption'" in \
                 info.value.message()
         x = httpclient.InferInput("INPUT0", [3, 16], "FP32")
         x.set_data_from_numpy(X)
         served = client.infer("texty", [x]).as_numpy("OUTPUT0")  # its tensor input still works
+        text = httpclient.InferInput("text", [1, 1], "BYTES")
+        text.set_data_from_numpy(SENTENCES[:1])
+        with pytest.raises(InferenceServerException) as info:  # a model with no `text` input at all
+            client.infer("classifier", [x, text])
+        assert info.value.status() == "400" and "'text'" in info.value.message()
     with torch.inference_mode():
         np.testing.assert_allclose(served, repo[1]["texty"](torch.from_numpy(X)).numpy(), rtol=1e-5, atol=1e-5)
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
@@ -150,7 +155,7 @@ def test_text_to_a_model_without_tokenizer_is_refused_on_every_path(server: Serv
             client.infer("texty", grpc_text(SENTENCES))
         assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and NO_TOKENIZER in info.value.message()
         text = client.get_model_metadata("texty").inputs[1]
-        assert (text.name, text.datatype, list(text.shape)) == ("text", "BYTES", [-1, 1])
+        assert (text.name, text.datatype, list(text.shape)) == ("caption", "BYTES", [-1, 1])
 
 
 def post(server: ServerProcess, body: bytes, header_length: int | None = None) -> tuple[int, str]:
@@ -168,7 +173,7 @@ def post(server: ServerProcess, body: bytes, header_length: int | None = None) -
 def binary_text(framed: bytes, count: int) -> tuple[bytes, int]:
     header = json.dumps({"inputs": [
         {"name": "INPUT0", "datatype": "FP32", "shape": [count, 16], "data": [0.0] * (16 * count)},
-        {"name": "text", "datatype": "BYTES", "shape": [count, 1], "parameters": {"binary_data_size": len(framed)}},
+        {"name": "caption", "datatype": "BYTES", "shape": [count, 1], "parameters": {"binary_data_size": len(framed)}},
     ]}).encode()
     return header + framed, len(header)
 
@@ -185,27 +190,27 @@ def test_bad_bytes_are_named_on_both_ports_and_the_server_keeps_serving(server: 
     stub = pb_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(server.grpc_url))
     for framed, count, words in BAD_FRAMING:
         status, error = post(server, *binary_text(framed, count))
-        assert status == 400 and words in error and "'text'" in error, error
+        assert status == 400 and words in error and "'caption'" in error, error
         message = pb.ModelInferRequest(model_name="texty", raw_input_contents=[X[:1].repeat(count, 0).tobytes(),
                                                                                framed])
         message.inputs.add(name="INPUT0", datatype="FP32", shape=[count, 16])
-        message.inputs.add(name="text", datatype="BYTES", shape=[count, 1])
+        message.inputs.add(name="caption", datatype="BYTES", shape=[count, 1])
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(message)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and words in info.value.details()
     crossed = [
-        ({"name": "text", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}, "datatype FP32 does not match the "
+        ({"name": "caption", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}, "datatype FP32 does not match the "
          "model's BYTES"),
         ({"name": "INPUT0", "datatype": "BYTES", "shape": [1, 16], "data": ["x"] * 16}, "datatype BYTES does not "
          "match the model's FP32"),
-        ({"name": "text", "datatype": "BYTES", "shape": [1, 1], "data": [3]}, "must be JSON strings"),
+        ({"name": "caption", "datatype": "BYTES", "shape": [1, 1], "data": [3]}, "must be JSON strings"),
     ]
     for tensor, words in crossed:
         status, error = post(server, json.dumps({"inputs": [tensor]}).encode())
         assert status == 400 and words in error, error
     # JSON text is UTF-8: a string holding invalid UTF-8 (or a lone surrogate escape) makes the document invalid
     for string in (b"\xff\xfe", b"\\ud800"):
-        status, error = post(server, b'{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1, 1], '
+        status, error = post(server, b'{"inputs": [{"name": "caption", "datatype": "BYTES", "shape": [1, 1], '
                                      b'"data": ["' + string + b'"]}]}')
         assert status == 400 and "not valid JSON" in error, error
     assert served_logits(server).shape == (3, 4)  # everyone else is still served
@@ -222,18 +227,18 @@ def test_huge_strings_and_row_counts(server: ServerProcess) -> None:
             client.infer("texty", grpc_text(big))
         assert info.value.status() == "StatusCode.RESOURCE_EXHAUSTED", info.value.message()
         rows = np.array([["a row"]] * 100_000, dtype=object)
-        text = grpcclient.InferInput("text", [100_000, 1], "BYTES")
+        text = grpcclient.InferInput("caption", [100_000, 1], "BYTES")
         text.set_data_from_numpy(rows)
         with pytest.raises(InferenceServerException) as info:
             client.infer("texty", [text])
         assert info.value.status() == "StatusCode.INVALID_ARGUMENT" and "batch size 100000 is outside 1..8" in \
             info.value.message()
     framed = b"".join(struct.pack("<I", 5) + b"a row" for _ in range(100_000))
-    header = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [100_000, 1],
+    header = json.dumps({"inputs": [{"name": "caption", "datatype": "BYTES", "shape": [100_000, 1],
                                      "parameters": {"binary_data_size": len(framed)}}]}).encode()
     status, error = post(server, header + framed, len(header))
     assert status == 400 and "batch size 100000 is outside 1..8" in error, error
-    status, error = post(server, json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1, 1],
+    status, error = post(server, json.dumps({"inputs": [{"name": "caption", "datatype": "BYTES", "shape": [1, 1],
                                                          "data": [""]}]}).encode())
     assert status == 400 and "requires inputs ['INPUT0']" in error, error  # the empty string itself decodes
     assert served_logits(server).shape == (3, 4)

@@ -175,14 +175,16 @@ name: "texty"
 backend: "twofour"
 max_batch_size: 8
 input [{ name: "INPUT0" data_type: TYPE_FP32 dims: [16] },
-       { name: "text" data_type: TYPE_STRING dims: [1] optional: true }]
+       { name: "caption" data_type: TYPE_STRING dims: [1] optional: true }]
 output [{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [4] }]
 """
 
 
 def build_bytes_repository(root: Path) -> dict[str, torch.nn.Module]:
     """classifier (an MLP whose output has a labels file, for the classification extension) and texty (an MLP whose
-    config also declares an optional TYPE_STRING `text` input, as a text model does, but has no tokenizer)."""
+    config also declares an optional TYPE_STRING input, `caption`, beside its tensor input, but has no text
+    preprocessing: BYTES sent to it must be refused by name. Not named `text`: a model declares `text` only
+    together with its tokenizer, and loading checks that)."""
     root.mkdir(parents=True, exist_ok=True)
     x = torch.randn(2, 16)
     classifier = SmallMLP(seed=5)
