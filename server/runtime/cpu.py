@@ -14,7 +14,7 @@ from server.artifacts import Weights, build_module, load_program, load_weights
 from server.batching.threads import threads_per_instance
 from server.repository import PROGRAM_FILE, REPORT_FILE, WEIGHTS_FILE
 from server.runtime.base import RuntimeDescription, example_shape
-from server.runtime.binding import Binding, config_dtype, make_binding
+from server.runtime.binding import Binding, config_dtype, make_binding, tensor_inputs
 from server.runtime.cpu_choice import BatchForward, Budget, Decision, Measurement, choose, measure_agreement
 from server.runtime.cpu_precision import (
     DTYPE_NAMES,
@@ -84,7 +84,7 @@ def sample_batch(config: mc.ModelConfig, binding: Binding, shape: list[int]) -> 
     a mask that keeps every position, an index into any table)."""
     generator = torch.Generator().manual_seed(0)
     batch = {}
-    for tensor in config.input:
+    for tensor in tensor_inputs(config):  # BYTES inputs (text) are tokenized before a batch reaches the program
         if tensor.optional:
             continue  # filled with zeros by the binding, as in serving
         dims = example_shape(config, tensor, *shape)

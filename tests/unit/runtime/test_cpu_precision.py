@@ -148,3 +148,15 @@ def test_the_agreement_budget_is_configurable_and_checked() -> None:
     for bad in ("high", "1.5", "0"):
         with pytest.raises(PrecisionError, match="cpu_precision_min_cosine"):
             budget_from_config(parse(key.format(bad)))
+
+
+def test_auto_builds_its_sample_from_the_tensor_inputs_only(tmp_path: Path) -> None:
+    """A BYTES input never reaches the program (text is tokenized first), so the load-time sample leaves it out."""
+    write(tmp_path)
+    config_path = tmp_path / "block" / CONFIG_FILE
+    config = text_format.Parse(config_path.read_text(), mc.ModelConfig())
+    config.input.add(name="caption", data_type=mc.TYPE_STRING, dims=[1])
+    config_path.write_text(text_format.MessageToString(config))
+    runtime = CpuRuntime(tmp_path / "block" / "1", read_config(tmp_path / "block", "block"), precision="auto")
+    decision = runtime.describe().details["cpu_precision"]
+    assert decision["requested"] == "auto" and decision["candidates"][0]["precision"] == "fp32"
