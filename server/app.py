@@ -47,7 +47,7 @@ class App:
 
 def build_app(settings: Settings) -> App:
     device = resolve_device(settings.device)
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"precision": settings.cpu_precision}
     if device == "cuda":
         options = {"dtype": settings.dtype, "keep_dense": settings.gpu_keep_dense}
     metrics = Metrics()
@@ -57,6 +57,10 @@ def build_app(settings: Settings) -> App:
         from server.runtime.gpu_metrics import GpuCollector
 
         metrics.registry.register(GpuCollector(registry))
+    else:  # the CPU precision each model runs at, and what was measured to choose it
+        from server.runtime.cpu_metrics import CpuPrecisionCollector
+
+        metrics.registry.register(CpuPrecisionCollector(registry))
     dataplane = DataPlane(registry, settings, metrics)
     return App(settings, device, metrics, registry, dataplane, RepositoryControl(registry, settings))
 

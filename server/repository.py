@@ -29,6 +29,10 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
+CPU_PRECISION_KEY = "cpu_precision"  # parameters { key: "cpu_precision" value { string_value: "auto" } }
+CPU_PRECISIONS = ("auto", "fp32", "bf16", "int8")  # server/runtime/cpu_precision.py
+
+
 class RepositoryError(ValueError):
     """A repository problem; the message names the model, file and field, never an absolute path."""
 
@@ -143,6 +147,11 @@ def validate_config(config: mc.ModelConfig, expected_name: str, source: str = CO
             raise RepositoryError(f"{source}: instance_group[{i}].count must be positive")
     if not config.HasField("version_policy"):
         config.version_policy.latest.num_versions = 1
+    if CPU_PRECISION_KEY in config.parameters:
+        value = config.parameters[CPU_PRECISION_KEY].string_value.strip().lower()
+        if value not in CPU_PRECISIONS:
+            raise RepositoryError(f"{source}: parameter {CPU_PRECISION_KEY!r} is {value!r}; expected one of "
+                                  f"{', '.join(CPU_PRECISIONS)}")
 
 
 def read_labels(path: Path, config: mc.ModelConfig) -> dict[str, tuple[bytes, ...]]:

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when a usable GPU exists")
     dtype: Literal["auto", "float16", "bfloat16"] = Field("auto", description="GPU compute dtype (auto = fp16)")
     gpu_keep_dense: bool = Field(False, description="GPU: keep dense copies of 2:4 layers to pick per batch size")
+    cpu_precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        "auto", description="CPU: precision of the linear layers for models whose config sets no 'cpu_precision' "
+        "parameter (the config wins); auto = the fastest that agrees with fp32, measured at load")
     intra_op_threads: int = Field(0, ge=0, description="torch intra-op threads on CPU (0 = torch's default)")
     strict_readiness: bool = Field(False, description="server is ready only while every loaded model is READY")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="log verbosity")

@@ -17,7 +17,7 @@ import threading
 
 from server.batching.clock import Clock, Timer
 from server.batching.completion import FutureCompletion, inbox_for
-from server.batching.threads import compute_executor
+from server.batching.threads import compute_executor, threads_per_instance
 from server.batching.work import Channel, Outputs, WorkItem
 from server.errors import ErrorKind, ServingError, unavailable
 from server.metrics import ModelRecorder
@@ -38,7 +38,7 @@ class InstanceScheduler:
         self._recorder = recorder
         self._clock = clock
         self._instances = self._free = instances
-        self._executor = compute_executor(instances, thread_name)
+        self._executor = compute_executor(instances, thread_name, threads_per_instance(instances))
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._pending = 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from server.artifacts import load_weights
-from server.convert import evaluate
+from server.convert import cpu_agreement, evaluate
 from server.convert.calibration import load_dataset
 from server.convert.methods import METHODS
 from server.convert.prune import Pruner
@@ -104,6 +104,8 @@ def convert(options: ConvertOptions) -> ConvertResult:
             extra=source.extra)
         # the accuracy guard below measured the dequantized model (evaluate.written_outputs reads the file)
         report["quantization"] = quantization_report(options.quantize, weights, stored.quantized)
+        report[cpu_agreement.REPORT_KEY] = cpu_agreement.scores(  # what each CPU precision would serve
+            source, held_out, reference, staging.dir, config, scores, options.max_accuracy_drop)
         if options.max_accuracy_drop is not None and scores["drop"] > options.max_accuracy_drop:
             raise ConversionRejected(
                 f"conversion rejected: the evaluation drop is {scores['drop']:.4f} points, more than "

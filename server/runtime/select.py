@@ -47,4 +47,4 @@ def create_runtime(version_dir: Path, config: mc.ModelConfig, device: str, **opt
         return gpu.create(version_dir, config, device, **options)
     from server.runtime import cpu
 
-    return cpu.create(version_dir, config, device)
+    return cpu.create(version_dir, config, device, **options)
