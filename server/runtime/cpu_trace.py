@@ -6,7 +6,9 @@ let go (up to the interpreter's 5 ms switch interval). Beside a busy Python thre
 graph ran 36 forwards in 2 s; traced, 327 (bench/RESULTS.md, "Serving, session 4"). A traced module runs the whole
 graph in C++ with the GIL released once, so the compute thread and the event loop stop queueing for each other.
 
-Tracing records one path through the graph, so the traced module is checked against the exported one at load, on
+An exported graph's size reads are first made traceable (trace_sizes.py): without that, any model with a dynamic
+sequence length (MiniLM) traced its example's length as a constant and fell back to the exported graph. Tracing
+records one path through the graph, so the traced module is checked against the exported one at load, on
 batch sizes and variable-dim lengths other than the traced ones; a failure or any difference keeps the exported
 module, and the model's description says why. `parameters { key: "torchscript" value { string_value: "false" } }`
 opts a model out. Tracing and freezing run in a private TorchScript compilation unit (jit_unit.py), so the trace
@@ -26,6 +28,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from server.runtime.base import example_shape
 from server.runtime.binding import Binding, call, config_dtype, fill_optional
 from server.runtime.jit_unit import private_compilation_unit
+from server.runtime.trace_sizes import dynamic_sizes
 
 log = logging.getLogger("twofour.runtime.cpu")
 
@@ -85,6 +88,7 @@ def trace(module: torch.nn.Module, binding: Binding, config: mc.ModelConfig) -> 
     order = input_order(binding)
     generator = torch.Generator().manual_seed(0)
     try:
+        dynamic_sizes(module)  # sequence lengths stay dynamic in the trace (trace_sizes.py); same ops eagerly
         flat = _Flat(module, binding, order)
         flat.training = False  # not .eval(): an exported program's module refuses train(); freeze needs this flag
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():

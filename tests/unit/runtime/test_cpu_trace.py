@@ -29,10 +29,33 @@ output [{ name: "Y" data_type: TYPE_FP32 dims: [1] }]
 
 
 class MeanByLength(torch.nn.Module):
-    """Divides by the variable dim's length as a Python int: a trace bakes the traced length in, so it must not hold."""
+    """Divides by the variable dim's length: exported as `sym_size`, which trace_sizes.py keeps dynamic."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.sum(dim=1, keepdim=True) / x.shape[1]
+
+
+class FilledByLength(torch.nn.Module):
+    """Builds a tensor whose shape is a size (`aten.full`, outside trace_sizes.py's table): the trace must not hold."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 1), 1.0) * x.shape[1]
+
+
+class PositionSlice(torch.nn.Module):
+    """What a Hugging Face encoder does with its length: slice a position buffer, arange a mask, view into heads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("positions", torch.arange(64).reshape(1, 64))
+        self.table = torch.nn.Embedding(64, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, length = x.shape[0], x.shape[1]
+        position = self.table(self.positions[:, :length])  # (1, length, 4)
+        causal = torch.arange(length)[None, :] <= torch.arange(length)[:, None]  # (length, length)
+        mixed = (causal.float() @ (x[..., None] + position)).view(rows, length, 2, 2)
+        return mixed.expand(rows, length, 2, 2).reshape(rows, -1).sum(dim=1, keepdim=True)
 
 
 def load(root: Path, name: str) -> CpuRuntime:
@@ -56,22 +79,39 @@ def test_a_config_can_opt_out(tmp_path: Path) -> None:
     assert "is false" in load(tmp_path, "mlp").describe().details["forward"]
 
 
-def test_a_trace_that_bakes_in_a_length_is_refused_and_answers_stay_right(tmp_path: Path) -> None:
+def write_length_model(root: Path, module: torch.nn.Module) -> CpuRuntime:
+    """`module` exported with a dynamic batch and length into a repository, and loaded."""
     length = torch.export.Dim("length", min=2, max=64)
-    program = torch.export.export(MeanByLength(), (torch.randn(2, 4),),
+    program = torch.export.export(module, (torch.randn(2, 4),),
                                   dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=8), 1: length},))
     from server.artifacts import save_program, save_weights
 
-    version = tmp_path / "mean" / "1"
+    version = root / "mean" / "1"
     version.mkdir(parents=True)
     save_program(program, version / "program.pt2")
-    save_weights({}, set(), version / "weights.safetensors")
-    (tmp_path / "mean" / CONFIG_FILE).write_text(LENGTH_CONFIG)
-    runtime = load(tmp_path, "mean")
+    save_weights(dict(module.state_dict()), set(), version / "weights.safetensors")
+    (root / "mean" / CONFIG_FILE).write_text(LENGTH_CONFIG)
+    return load(root, "mean")
+
+
+def test_a_trace_that_would_bake_in_a_length_is_refused_and_answers_stay_right(tmp_path: Path) -> None:
+    runtime = write_length_model(tmp_path, FilledByLength())
     assert runtime.describe().details["forward"].startswith("exported graph (tracing did not hold")
     for length_now in (3, 11):
         x = torch.randn(2, length_now)
-        torch.testing.assert_close(runtime.infer({"X": x})["Y"], x.mean(dim=1, keepdim=True))
+        torch.testing.assert_close(runtime.infer({"X": x})["Y"], torch.full((2, 1), float(length_now)))
+
+
+@pytest.mark.parametrize("module", [MeanByLength(), PositionSlice()], ids=["mean", "position-slice"])
+def test_a_length_read_from_the_input_stays_dynamic_in_the_trace(tmp_path: Path, module: torch.nn.Module) -> None:
+    """The exported graph reads lengths with sym_size; traced as is, they were the example's constants (MiniLM)."""
+    module.eval()
+    runtime = write_length_model(tmp_path, module)
+    assert runtime.describe().details["forward"] == "torchscript"
+    for rows, length_now in ((1, 3), (2, 11), (5, 64)):
+        x = torch.randn(rows, length_now)
+        with torch.no_grad():
+            torch.testing.assert_close(runtime.infer({"X": x})["Y"], module(x))
 
 
 def test_several_dtypes_and_a_dict_output_map_back_by_name(tmp_path: Path) -> None:
