@@ -18,6 +18,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from tests.support.models import build_slow_model
+from tests.support.numerics import SLOW
 from tests.support.server import ServerProcess
 
 EXIT_TIMEOUT = 20.0
@@ -75,7 +76,7 @@ def _client(protocol: str, server: ServerProcess, expected: np.ndarray, x: np.nd
             time.sleep(0.05)
             continue
         with tally.lock:
-            if not np.allclose(out, expected, rtol=1e-5, atol=1e-6):
+            if not SLOW.close(out, expected):
                 tally.wrong.append(f"{protocol}: wrong output")
             elif signalled.is_set() and not sent_after:
                 tally.ok_after += 1
