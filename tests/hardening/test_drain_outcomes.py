@@ -18,6 +18,7 @@ def _check(mode: str, runs: int) -> None:
     totals: dict[str, int] = {}
     for i in range(runs):
         outcomes, code, log = run_once(mode, ("grpc", "http"), clients=16, window=1.5, signal_at=0.6)
+        print(f"{mode} run {i + 1}: exit {code} {dict(outcomes.counts)} {outcomes.timeline()}", flush=True)
         for name, n in outcomes.counts.items():
             totals[name] = totals.get(name, 0) + n
         assert code == 0, log[-3000:]
