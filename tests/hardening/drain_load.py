@@ -158,8 +158,9 @@ def run_once(mode: str, protocols: tuple[str, ...] = ("grpc", "http"), *, client
     env = {"TWOFOUR_GRPC_FRONTEND": mode}
     x = np.random.default_rng(0).random((1, 784), dtype=np.float32)
     expected = eager_answer(x)
-    server = ServerProcess(REPOSITORY, "--exit-timeout-secs", str(exit_timeout), env=env)
+    server = ServerProcess(REPOSITORY, "--exit-timeout-secs", str(exit_timeout), env=env, wait_ready=False)
     try:
+        server.wait_ready(180)  # inside the try: a server that never got ready is stopped too
         outcomes = asyncio.run(_load(server, protocols, clients, window, signal_at, x, expected, MNIST_MLP.close))
         code = server.process.wait(exit_timeout + 10)
         return outcomes, code, server.output()
