@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.batching.work import Scheduler, WorkItem
+from server.classification import ClassificationPlan
+from server.codec.bytes_tensor import is_bytes_array
 from server.errors import invalid, too_large
 from server.input_spec import ModelSpec
 from server.metrics import ModelRecorder
-from server.types import InferRequest, RequestedOutput, to_torch
+from server.types import BYTES, InferRequest, RequestedOutput, to_torch
 
 
 @dataclass(slots=True, eq=False)
@@ -29,6 +31,7 @@ class Admission:
     scheduler: Scheduler
     item: WorkItem
     wanted: list[Any]
+    classes: ClassificationPlan | None = None  # outputs asked for as top-k classes (classification.py)
 
 
 class InFlight:
@@ -91,11 +94,24 @@ def validate_inputs(request: InferRequest, spec: ModelSpec, max_elements: int) -
         total += tensor.data.size
         if total > max_elements:
             raise too_large(f"request holds more than {max_elements} tensor elements")
-        seen[tensor.name] = to_torch(tensor.data.reshape(shape), expected.datatype)
+        data = tensor.data.reshape(shape)
+        # BYTES stays the numpy object array the codec made (text preprocessing turns it into tokens)
+        seen[tensor.name] = data if expected.datatype == BYTES else to_torch(data, expected.datatype)
     missing = [n for n in spec.required if n not in seen]
     if missing:
         raise invalid(f"model {spec.name!r} requires inputs {missing} that the request did not send")
     return seen, rows
+
+
+def tensors_only(inputs: dict[str, Any], model: str) -> None:
+    """Refuse BYTES inputs still undecoded when the request reaches the batcher: the model cannot use text.
+
+    Runs after any text preprocessing, which replaces a tokenizer model's BYTES inputs by token tensors, so what
+    is left here is text sent to a model without a tokenizer: a client error, not a runtime failure."""
+    for name, value in inputs.items():
+        if is_bytes_array(value):
+            raise invalid(f"model {model!r} has no tokenizer (text preprocessing), so it cannot use the BYTES "
+                          f"(text) input {name!r}; send its tensor inputs instead")
 
 
 def requested_outputs(request: InferRequest, spec: ModelSpec) -> list[Any]:

@@ -13,8 +13,8 @@ from typing import Any
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from server import __version__
-from server.admission import Admission, InFlight, int_param, requested_outputs, validate_inputs
+from server import __version__, classification
+from server.admission import Admission, InFlight, int_param, requested_outputs, tensors_only, validate_inputs
 from server.batching.work import WorkItem
 from server.errors import ErrorKind, ServingError, as_serving_error, unavailable
 from server.input_spec import SpecCache, wire_datatype
@@ -26,7 +26,7 @@ from server.types import InferRequest, InferResponse, InferTensor, to_numpy
 log = logging.getLogger("twofour.dataplane")
 
 EXTENSIONS = ["model_repository", "model_repository(unload_dependents)", "schedule_policy",
-              "model_configuration", "statistics", "binary_tensor_data", "parameters"]
+              "model_configuration", "statistics", "binary_tensor_data", "parameters", "classification"]
 
 
 class DataPlane:
@@ -153,11 +153,13 @@ class DataPlane:
         try:
             spec = self._specs.get(config)
             inputs, rows = validate_inputs(request, spec, self.settings.max_request_elements)
+            tensors_only(inputs, spec.name)
             item = WorkItem(inputs=inputs, rows=rows, arrival_ns=arrival,
                             priority=int_param(request.parameters, "priority"),
                             timeout_ns=int_param(request.parameters, "timeout") * 1000)
-            return Admission(request, version, recorder, loaded.scheduler, item,
-                             requested_outputs(request, spec))
+            wanted = requested_outputs(request, spec)
+            return Admission(request, version, recorder, loaded.scheduler, item, wanted,
+                             classification.plan(wanted, spec.batched, loaded.labels))
         except BaseException as exc:
             self._in_flight.leave()
             error = as_serving_error(exc)
@@ -173,6 +175,8 @@ class DataPlane:
             for out in admission.wanted:
                 array, datatype = to_numpy(outputs[out.name])
                 response.outputs.append(InferTensor(out.name, datatype, tuple(array.shape), array, out.parameters))
+            if admission.classes is not None:
+                response.outputs = admission.classes.apply(response.outputs)
         except BaseException as exc:
             raise self.failed(admission, exc) from exc
         admission.recorder.request_done(True, time.perf_counter_ns() - admission.item.arrival_ns)

@@ -57,6 +57,9 @@ class VersionStats:
     compute_infer: DurationStat = field(default_factory=DurationStat)
     compute_output: DurationStat = field(default_factory=DurationStat)
     batch: dict[int, BatchStat] = field(default_factory=dict)
+    # models that pad (server/batching/ragged.py): tokens in executed batches, and how many of them were padding
+    batch_tokens: int = 0
+    padding_tokens: int = 0
 
 
 class Buckets:
@@ -146,6 +149,12 @@ class ModelRecorder:
             b.compute_output.add(output_ns)
             self._batch.observe(rows)
 
+    def tokens_executed(self, padding: int, total: int) -> None:
+        """One executed batch of a padded model: `total` = rows x padded length, `padding` of them pad tokens."""
+        with self._lock:
+            self.stats.batch_tokens += total
+            self.stats.padding_tokens += padding
+
     def snapshot(self) -> dict[str, object]:
         """A consistent copy of every series' numbers, taken under the lock (for the collector)."""
         with self._lock:
@@ -155,6 +164,7 @@ class ModelRecorder:
             return {
                 "success": s.success.count, "inferences": s.inference_count, "executions": s.execution_count,
                 "failures": dict(self._failures), "pending": self.pending.value,
+                "tokens": (s.batch_tokens, s.padding_tokens),
                 "batch": (self._batch.cumulative(), float(s.inference_count)),  # a batch histogram's sum is its rows
                 **{stage: (buckets.cumulative(), seconds[stage] / 1e9) for stage, buckets in self._durations.items()},
             }
@@ -189,6 +199,11 @@ class RecorderCollector(Collector):
         durations = {stage: HistogramMetricFamily(f"twofour_{stage}_duration_seconds", DOCS[stage], labels=labels)
                      for stage in STAGES}
         batch = HistogramMetricFamily("twofour_batch_size", "Rows in each executed batch", labels=labels)
+        # The padding fraction of executed batches is padding / tokens (models that pad only; others export 0).
+        tokens = CounterMetricFamily("twofour_batch_tokens", "Tokens (rows x padded length) in executed batches "
+                                     "of models that pad to the longest", labels=labels)
+        padding = CounterMetricFamily("twofour_batch_padding_tokens", "Padding tokens in executed batches of "
+                                      "models that pad to the longest", labels=labels)
         for (model, version), snap in snapshots.items():
             lv = [model, version]
             success.add_metric(lv, snap["success"])
@@ -204,4 +219,7 @@ class RecorderCollector(Collector):
                 family.add_metric(lv, buckets, total)
             buckets, total = snap["batch"]
             batch.add_metric(lv, buckets, total)
-        yield from (success, failure, *durations.values(), batch, pending, inferences, executions)
+            batch_tokens, padding_tokens = snap["tokens"]
+            tokens.add_metric(lv, batch_tokens)
+            padding.add_metric(lv, padding_tokens)
+        yield from (success, failure, *durations.values(), batch, pending, inferences, executions, tokens, padding)

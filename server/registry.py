@@ -1,8 +1,8 @@
 """Which models are loaded: (model, version) -> LoadedVersion, with Triton's states and reasons.
 
-Loading runs in a worker thread (torch I/O blocks) and swaps a model in only when every version loaded, so a
-reload never leaves a model half-served. A model that fails is kept as UNAVAILABLE with its reason; it never
-stops the others or the server.
+Loading runs in a worker thread (torch I/O blocks) and swaps a model in only when every version loaded and ran
+its config's `model_warmup` (server/warmup.py), so a reload never leaves a model half-served or cold. A model that
+fails is kept as UNAVAILABLE with its reason; it never stops the others or the server.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ from server.repository import (
     list_model_names,
     model_dir,
     read_config,
+    read_labels,
     select_versions,
 )
 from server.runtime.base import Runtime, RuntimeDescription
+from server.warmup import run_warmup
 
 log = logging.getLogger("twofour.registry")
 
@@ -43,6 +45,7 @@ class LoadedVersion:
     runtime: Runtime
     scheduler: Scheduler
     description: RuntimeDescription
+    labels: dict[str, tuple[bytes, ...]] = field(default_factory=dict)  # classification labels, by output
 
 
 @dataclass
@@ -132,6 +135,7 @@ class Registry:
 
     def _load_blocking(self, path: Path, name: str) -> tuple[mc.ModelConfig, dict[int, LoadedVersion]]:
         config = read_config(path, name)
+        labels = read_labels(path, config)
         chosen = select_versions(path, config)
         if not chosen:
             raise RepositoryError(f"{name}: no numeric version directory to serve")
@@ -141,12 +145,17 @@ class Registry:
             version_dir = path / str(version)
             check_version_dir(version_dir, name, version)
             runtime = self._build_runtime(version_dir, config)
+            try:
+                run_warmup(config, runtime, path)  # before READY; the load time below includes it
+            except Exception:
+                runtime.close()
+                raise
             description = runtime.describe()
             recorder = self._metrics.recorder(name, str(version))
             self._metrics.weights(name, str(version), description.bytes_by_kind, description.dense_equivalent_bytes,
                                   time.perf_counter() - start)
             scheduler = create_scheduler(config, runtime, recorder)
-            versions[version] = LoadedVersion(version, runtime, scheduler, description)
+            versions[version] = LoadedVersion(version, runtime, scheduler, description, labels)
         return config, versions
 
     async def unload(self, name: str) -> None:

@@ -101,8 +101,6 @@ def _validate_tensors(tensors: Sequence[Any], kind: str, source: str, batched: b
         seen.add(tensor.name)
         if tensor.data_type == mc.TYPE_INVALID:
             raise RepositoryError(f"{where} ({tensor.name}): field 'data_type' is missing")
-        if tensor.data_type == mc.TYPE_STRING:
-            raise RepositoryError(f"{where} ({tensor.name}): TYPE_STRING is not supported by the twofour backend")
         dims = list(tensor.dims)
         if not dims and not batched:
             raise RepositoryError(f"{where} ({tensor.name}): field 'dims' is empty")
@@ -143,6 +141,30 @@ def validate_config(config: mc.ModelConfig, expected_name: str, source: str = CO
             raise RepositoryError(f"{source}: instance_group[{i}].count must be positive")
     if not config.HasField("version_policy"):
         config.version_policy.latest.num_versions = 1
+
+
+def read_labels(path: Path, config: mc.ModelConfig) -> dict[str, tuple[bytes, ...]]:
+    """Each output's classification labels from its `label_filename` (in the model directory, one per line).
+
+    Labels are kept as bytes: they are appended to BYTES classification results as they are in the file."""
+    labels: dict[str, tuple[bytes, ...]] = {}
+    for i, output in enumerate(config.output):
+        if not output.label_filename:
+            continue
+        where = f"{config.name}/{CONFIG_FILE}: output[{i}] ({output.name}): label_filename {output.label_filename!r}"
+        name = Path(output.label_filename)
+        if name.is_absolute() or ".." in name.parts:
+            raise RepositoryError(f"{where} must be a file name inside the model directory")
+        file = path / name
+        if not _inside(os.path.realpath(path), file):
+            raise RepositoryError(f"{where} resolves outside the model directory")
+        if not file.is_file():
+            raise RepositoryError(f"{where}: the labels file is missing")
+        lines = file.read_bytes().split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()  # a final newline ends the last label; it does not start another (as Triton reads it)
+        labels[output.name] = tuple(lines)
+    return labels
 
 
 def available_versions(path: Path) -> list[int]:

@@ -30,6 +30,11 @@ DATATYPES: dict[str, tuple[np.dtype, torch.dtype]] = {
     "BF16": (np.dtype("<u2"), torch.bfloat16),
 }
 
+# BYTES (strings) has no fixed element size: it travels framed (codec/bytes_tensor.py) and is held as a numpy
+# object array of Python bytes, never as a torch tensor.
+BYTES = "BYTES"
+WIRE_DATATYPES: tuple[str, ...] = (*sorted(DATATYPES), BYTES)
+
 # Triton model_config DataType enum names (TYPE_FP32 ...) <-> protocol names (FP32 ...).
 CONFIG_TO_WIRE: dict[str, str] = {
     "TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_UINT16": "UINT16", "TYPE_UINT32": "UINT32",
@@ -43,7 +48,9 @@ TORCH_TO_WIRE: dict[torch.dtype, str] = {tdt: name for name, (_, tdt) in DATATYP
 
 
 def element_size(datatype: str) -> int:
-    """Bytes per element on the wire for a fixed-size datatype."""
+    """Bytes per element on the wire for a fixed-size datatype (BYTES has none: its elements are framed)."""
+    if datatype == BYTES:
+        raise ValueError("BYTES elements have no fixed size; they are length-prefixed on the wire")
     return DATATYPES[datatype][0].itemsize
 
 
@@ -57,8 +64,12 @@ def to_torch(array: np.ndarray, datatype: str) -> torch.Tensor:
     return tensor
 
 
-def to_numpy(tensor: torch.Tensor) -> tuple[np.ndarray, str]:
-    """A contiguous CPU numpy view of `tensor` and its wire datatype name."""
+def to_numpy(tensor: torch.Tensor | np.ndarray) -> tuple[np.ndarray, str]:
+    """A contiguous CPU numpy view of `tensor` and its wire datatype name (a numpy object array is BYTES)."""
+    if isinstance(tensor, np.ndarray):
+        if tensor.dtype != np.dtype(object):
+            raise TypeError(f"a numpy output must be a BYTES object array, got dtype {tensor.dtype}")
+        return tensor, BYTES
     tensor = tensor.detach()
     if tensor.device.type != "cpu":
         tensor = tensor.cpu()

@@ -22,6 +22,7 @@ class Entry:
     item: WorkItem
     key: tuple
     deadline_ns: int  # 0 = no queue timeout
+    length: int = 0  # sequence length, for models that pad (ragged.py); 0 otherwise
 
 
 @dataclass(slots=True)

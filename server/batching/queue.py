@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from tritonclient.grpc import model_config_pb2 as mc
 
 from server.batching.plan import Entry
+from server.batching.ragged import PaddingSpec
 from server.batching.work import WorkItem
 from server.errors import ServingError, unavailable
 
@@ -58,7 +59,10 @@ class _Level:
 class PriorityQueue:
     """The queued, not yet executing requests of one model version."""
 
-    def __init__(self, batching: mc.ModelDynamicBatching) -> None:
+    def __init__(self, batching: mc.ModelDynamicBatching, padding: PaddingSpec | None = None) -> None:
+        """`padding`: the model pads (ragged.py), so entries are keyed without their sequence dim and carry
+        their length."""
+        self._padding = padding
         count = max(1, batching.priority_levels)
         self.default_level = batching.default_priority_level if batching.priority_levels else 1
         if not 1 <= self.default_level <= count:
@@ -93,7 +97,11 @@ class PriorityQueue:
                               f"(max_queue_size {limit})")
         item.queue_start_ns = now_ns
         deadline = level.policy.deadline(item, now_ns)
-        level.ready.append(Entry(item, item.shape_key(), deadline))
+        padding = self._padding
+        if padding is None:
+            level.ready.append(Entry(item, item.shape_key(), deadline))
+        else:
+            level.ready.append(Entry(item, padding.shape_key(item), deadline, padding.length(item)))
         level.timed += 1 if deadline else 0
         self._size += 1
 

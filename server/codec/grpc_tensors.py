@@ -3,7 +3,8 @@
 Raw tensor bytes are viewed with `np.frombuffer` (no Python lists, no copies); every size is checked against the
 declared shape with integer arithmetic *before* anything is allocated, so a forged shape cannot make the server
 allocate memory. Typed `contents` (the proto's repeated fields) are accepted too, as Triton does, but only for the
-datatypes that have such a field: FP16 and BF16 travel only as raw bytes.
+datatypes that have such a field: FP16 and BF16 travel only as raw bytes. BYTES travels framed in raw contents
+(codec/bytes_tensor.py) or one element per `contents.bytes_contents` entry, and is held as an object array.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Any, Mapping
 import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
+from server.codec import bytes_tensor
 from server.codec.shapes import check_shape
 from server.errors import ErrorKind, ServingError, invalid
-from server.types import DATATYPES, InferRequest, InferResponse, InferTensor, RequestedOutput
+from server.types import BYTES, DATATYPES, WIRE_DATATYPES, InferRequest, InferResponse, InferTensor, RequestedOutput
 
 # Wire datatype -> (InferTensorContents field, numpy dtype of that repeated field). Narrow integer types share
 # the 32-bit fields, so their values are range-checked before the cast (Triton rejects them too).
@@ -74,15 +76,14 @@ def _reject_shared_memory(params: Mapping[str, Any], what: str) -> None:
 # -- decoding -------------------------------------------------------------------------------------------------
 def _datatype(tensor: pb.ModelInferRequest.InferInputTensor) -> str:
     datatype = tensor.datatype
-    if datatype == "BYTES":
-        raise invalid(f"input {tensor.name!r}: datatype BYTES (strings) is not supported by twofour; "
-                      "send numeric tensors")
-    if datatype not in DATATYPES:
-        raise invalid(f"input {tensor.name!r}: unknown datatype {datatype!r}; expected one of {sorted(DATATYPES)}")
+    if datatype not in WIRE_DATATYPES:
+        raise invalid(f"input {tensor.name!r}: unknown datatype {datatype!r}; expected one of {list(WIRE_DATATYPES)}")
     return datatype
 
 
 def _from_raw(name: str, datatype: str, count: int, raw: bytes) -> np.ndarray:
+    if datatype == BYTES:  # framed elements, as tritonclient's serialize_byte_tensor writes them
+        return bytes_tensor.deserialize(raw, count, name)
     dtype = DATATYPES[datatype][0]
     expected = count * dtype.itemsize
     if len(raw) != expected:
@@ -101,6 +102,8 @@ def _present_fields(contents: pb.InferTensorContents) -> list[str]:
 
 def _from_typed(name: str, datatype: str, count: int, contents: pb.InferTensorContents) -> np.ndarray:
     present = _present_fields(contents)
+    if datatype == BYTES:
+        return _from_bytes_contents(name, count, contents, present)
     typed = TYPED_FIELDS.get(datatype)
     if typed is None:
         raise invalid(f"input {name!r}: {datatype} data can only be sent in raw_input_contents")
@@ -120,6 +123,24 @@ def _from_typed(name: str, datatype: str, count: int, contents: pb.InferTensorCo
                           f"({info.min}..{info.max})")
         array = array.astype(target)
     return array
+
+
+def _from_bytes_contents(name: str, count: int, contents: pb.InferTensorContents, present: list[str]) -> np.ndarray:
+    """BYTES in `contents.bytes_contents`: one repeated entry per element, unframed."""
+    bytes_tensor.check_count(count, name)
+    wrong = [f for f in present if f != "bytes_contents"]
+    if wrong:
+        raise invalid(f"input {name!r}: BYTES data belongs in contents.bytes_contents, not contents.{wrong[0]}")
+    values = contents.bytes_contents
+    if len(values) != count:
+        raise invalid(f"input {name!r}: shape holds {count} elements but contents.bytes_contents has {len(values)}")
+    array = np.empty(count, dtype=bytes_tensor.OBJECT)
+    array[:] = list(values)
+    return array
+
+
+def _empty(datatype: str) -> np.ndarray:
+    return np.empty(0, dtype=bytes_tensor.OBJECT if datatype == BYTES else DATATYPES[datatype][0])
 
 
 def decode_infer_request(request: pb.ModelInferRequest, max_elements: int = 2**40) -> InferRequest:
@@ -147,7 +168,7 @@ def decode_infer_request(request: pb.ModelInferRequest, max_elements: int = 2**4
         elif has_typed:
             data = _from_typed(tensor.name, datatype, count, tensor.contents)
         elif count == 0:
-            data = np.empty(0, dtype=DATATYPES[datatype][0])
+            data = _empty(datatype)
         else:
             raise invalid(f"input {tensor.name!r} carries no data (neither contents nor raw_input_contents)")
         decoded.append(InferTensor(tensor.name, datatype, shape, data.reshape(shape), params))
@@ -169,7 +190,7 @@ def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
         id=response.id,
         outputs=[pb.ModelInferResponse.InferOutputTensor(name=t.name, datatype=t.datatype, shape=t.shape)
                  for t in response.outputs],
-        raw_output_contents=[_contiguous(t.data).tobytes() for t in response.outputs],
+        raw_output_contents=[raw_bytes(t.data, t.datatype) for t in response.outputs],
     )
     if response.parameters:
         set_params(message.parameters, response.parameters)
@@ -180,6 +201,13 @@ def _contiguous(array: np.ndarray) -> np.ndarray:
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)
 
 
+def raw_bytes(array: np.ndarray, datatype: str) -> bytes:
+    """A tensor's raw contents: its little-endian bytes, or for BYTES its framed elements (what as_numpy reads)."""
+    if datatype == BYTES:
+        return bytes_tensor.serialize(array)
+    return _contiguous(array).tobytes()
+
+
 def encode_infer_request(request: InferRequest) -> pb.ModelInferRequest:
     """The inverse of `decode_infer_request` (raw form); used by tests and benchmarks to build wire messages."""
     message = pb.ModelInferRequest(model_name=request.model_name, model_version=request.model_version,
@@ -187,7 +215,7 @@ def encode_infer_request(request: InferRequest) -> pb.ModelInferRequest:
     for tensor in request.inputs:
         entry = message.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         set_params(entry.parameters, tensor.parameters)
-        message.raw_input_contents.append(_contiguous(tensor.data).tobytes())
+        message.raw_input_contents.append(raw_bytes(tensor.data, tensor.datatype))
     for out in request.outputs:
         set_params(message.outputs.add(name=out.name).parameters, out.parameters)
     set_params(message.parameters, request.parameters)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from server.codec import bytes_tensor
 from server.errors import invalid
 from server.types import DATATYPES
 
@@ -49,7 +50,14 @@ def binary_size(parameters: dict[str, object], name: str) -> int | None:
 
 
 def binary_tensor(region: memoryview, offset: int, size: int, datatype: str, count: int, name: str) -> np.ndarray:
-    """A flat array of `count` elements viewing `region[offset:offset+size]` (checked, never copied if aligned)."""
+    """A flat array of `count` elements viewing `region[offset:offset+size]` (checked, never copied if aligned).
+
+    BYTES data is its framed elements (codec.bytes_tensor), decoded into an object array of bytes."""
+    if datatype == "BYTES":
+        if offset + size > len(region):
+            raise invalid(f"input {name!r}: binary data ends at byte {offset + size} of the binary region, which "
+                          f"holds only {len(region)} bytes")
+        return bytes_tensor.deserialize(region[offset:offset + size], count, name)
     dtype = DATATYPES[datatype][0]
     if size != count * dtype.itemsize:
         raise invalid(f"input {name!r}: binary_data_size is {size} bytes but shape and {datatype} need "
@@ -70,8 +78,10 @@ def check_consumed(used: int, region: memoryview) -> None:
                       "JSON header")
 
 
-def output_bytes(array: np.ndarray) -> memoryview:
-    """The raw little-endian bytes of an output, for the response body (no copy when contiguous)."""
+def output_bytes(array: np.ndarray, datatype: str = "") -> memoryview:
+    """The raw little-endian bytes of an output, for the response body (no copy when contiguous; BYTES framed)."""
+    if datatype == "BYTES":
+        return memoryview(bytes_tensor.serialize(array))
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
     return array.reshape(-1).view(np.uint8).data

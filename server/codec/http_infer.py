@@ -23,7 +23,7 @@ from server.codec.http_binary import (
 from server.codec.http_json import decode_json_tensor, dumps, encode_json_data, parse_object
 from server.codec.shapes import check_shape
 from server.errors import ErrorKind, ServingError, invalid
-from server.types import DATATYPES, InferRequest, InferResponse, InferTensor, RequestedOutput
+from server.types import WIRE_DATATYPES, InferRequest, InferResponse, InferTensor, RequestedOutput
 
 
 def check_json_shape(shape: Any, name: str, max_elements: int) -> tuple[tuple[int, ...], int]:
@@ -62,10 +62,8 @@ def _decode_input(raw: Any, index: int, region: memoryview, offset: int, has_bin
         raise invalid(f"{where} must be a JSON object")
     name = _text(raw, "name", where)
     datatype = _text(raw, "datatype", f"input {name!r}")
-    if datatype == "BYTES":
-        raise invalid(f"input {name!r}: datatype BYTES (strings) is not supported; no twofour model takes strings")
-    if datatype not in DATATYPES:
-        raise invalid(f"input {name!r}: unknown datatype {datatype!r}; expected one of {sorted(DATATYPES)}")
+    if datatype not in WIRE_DATATYPES:
+        raise invalid(f"input {name!r}: unknown datatype {datatype!r}; expected one of {list(WIRE_DATATYPES)}")
     if "shape" not in raw:
         raise invalid(f"input {name!r}: field 'shape' is missing")
     shape, count = check_json_shape(raw["shape"], name, max_elements)
@@ -135,7 +133,7 @@ def encode_infer_response(response: InferResponse, binary_default: bool) -> tupl
         parameters = {k: v for k, v in out.parameters.items() if k != "binary_data"}
         entry: dict[str, Any] = {"name": out.name, "datatype": out.datatype, "shape": list(out.shape)}
         if out.parameters.get("binary_data", binary_default):
-            raw = output_bytes(out.data)
+            raw = output_bytes(out.data, out.datatype)
             parameters["binary_data_size"] = len(raw)
             parts.append(raw)
         else:

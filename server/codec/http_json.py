@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from server.codec import bytes_tensor
 from server.errors import invalid
-from server.types import DATATYPES
+from server.types import DATATYPES, WIRE_DATATYPES
 
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 # Types that JSON cannot carry faithfully (Triton refuses them too): they travel as binary tensor data only.
@@ -38,14 +39,14 @@ def dumps(document: Any) -> bytes:
 
 
 def _unsupported(datatype: str, name: str) -> None:
-    if datatype == "BYTES":
-        raise invalid(f"input {name!r}: datatype BYTES (strings) is not supported; no twofour model takes strings")
     if datatype not in DATATYPES:
-        raise invalid(f"input {name!r}: unknown datatype {datatype!r}; expected one of {sorted(DATATYPES)}")
+        raise invalid(f"input {name!r}: unknown datatype {datatype!r}; expected one of {list(WIRE_DATATYPES)}")
 
 
 def decode_json_tensor(data: Any, datatype: str, count: int, name: str) -> np.ndarray:
     """Flat array of `count` elements in the wire dtype from a JSON `data` value (flat or nested list)."""
+    if datatype == "BYTES":
+        return _json_strings(data, count, name)
     _unsupported(datatype, name)
     if datatype in BINARY_ONLY:
         raise invalid(f"input {name!r}: {datatype} data cannot be sent as JSON; send it as binary tensor data "
@@ -64,6 +65,23 @@ def decode_json_tensor(data: Any, datatype: str, count: int, name: str) -> np.nd
     if dtype.kind != "f" and array.size:
         array = _exact_integers(data, array, dtype, datatype, name)
     return array.reshape(-1).astype(dtype, copy=False)
+
+
+def _json_strings(data: Any, count: int, name: str) -> np.ndarray:
+    """BYTES from JSON: a (flat or nested, regular) array of strings, each encoded as UTF-8 bytes.
+
+    JSON text is UTF-8 by definition, so invalid UTF-8 never reaches here (the document fails to parse); a
+    lone surrogate escape is refused when it is encoded. Numbers are refused, not turned into their text."""
+    bytes_tensor.check_count(count, name)
+    if not isinstance(data, list):
+        raise invalid(f"input {name!r}: 'data' must be a JSON array, got {type(data).__name__}")
+    try:
+        array = np.asarray(data, dtype=bytes_tensor.OBJECT)  # ragged nesting leaves lists as elements: refused below
+    except ValueError as exc:
+        raise invalid(f"input {name!r}: 'data' is not a regular array of BYTES strings: {exc}") from None
+    if array.size != count:
+        raise invalid(f"input {name!r}: 'data' holds {array.size} elements but the shape needs {count}")
+    return bytes_tensor.from_strings(array.reshape(-1), count, name)
 
 
 def _exact_integers(data: list[Any], array: np.ndarray, dtype: np.dtype, datatype: str, name: str) -> np.ndarray:
@@ -92,8 +110,10 @@ def _exact_integers(data: list[Any], array: np.ndarray, dtype: np.dtype, datatyp
         raise invalid(message) from None
 
 
-def encode_json_data(array: np.ndarray, datatype: str, name: str) -> np.ndarray:
-    """The flat, native-endian array orjson writes as an output's `data` list."""
+def encode_json_data(array: np.ndarray, datatype: str, name: str) -> np.ndarray | list[str]:
+    """The flat, native-endian array orjson writes as an output's `data` list (BYTES: a list of str)."""
+    if datatype == "BYTES":
+        return bytes_tensor.to_strings(array, name)
     if datatype in BINARY_ONLY:
         raise invalid(f"output {name!r} is {datatype}, which JSON cannot carry; request it as binary "
                       "(outputs[].parameters.binary_data = true)")

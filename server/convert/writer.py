@@ -20,6 +20,7 @@ import torch
 from tritonclient.grpc import model_config_pb2 as mc
 
 from server.artifacts import save_program, save_weights
+from server.convert.serving_config import add_padding, add_warmup
 from server.convert.sources import Source
 from server.repository import (
     CONFIG_FILE,
@@ -44,6 +45,8 @@ def build_config(name: str, source: Source, max_batch_size: int, dynamic_batchin
                 tensor.optional = True
     if dynamic_batching:
         config.dynamic_batching.max_queue_delay_microseconds = 500
+        add_padding(config, source)  # padding merges requests only where a dynamic batcher forms batches
+    add_warmup(config)
     validate_config(config, name)
     return config
 

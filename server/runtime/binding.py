@@ -28,12 +28,18 @@ def config_dtype(data_type: int) -> torch.dtype:
     return DATATYPES[CONFIG_TO_WIRE[mc.DataType.Name(data_type)]][1]
 
 
+def program_inputs(config: mc.ModelConfig) -> list[mc.ModelInput]:
+    """The config inputs the program takes: all but TYPE_STRING (BYTES text is preprocessed into tensors first)."""
+    return [t for t in config.input if t.data_type != mc.TYPE_STRING]
+
+
 def make_binding(program: torch.export.ExportedProgram, config: mc.ModelConfig) -> Binding:
     """Work out once, at load, how a batch dict becomes call arguments."""
     in_spec = program.call_spec.in_spec
     args_spec, kwargs_spec = in_spec.children() if hasattr(in_spec, "children") else in_spec.children_specs
     keyword_names = tuple(kwargs_spec.context or ())
-    names = [t.name for t in config.input]
+    tensors = program_inputs(config)
+    names = [t.name for t in tensors]
     keyword = tuple(n for n in names if n in keyword_names)
     positional = tuple(n for n in names if n not in keyword_names)
     if len(positional) != args_spec.num_children:
@@ -42,9 +48,9 @@ def make_binding(program: torch.export.ExportedProgram, config: mc.ModelConfig) 
             f"config inputs {names} do not fit"
         )
     fill: dict[str, tuple[str, torch.dtype]] = {}
-    for tensor in config.input:
+    for tensor in tensors:
         if tensor.optional:
-            twin = next((t.name for t in config.input if not t.optional and list(t.dims) == list(tensor.dims)), None)
+            twin = next((t.name for t in tensors if not t.optional and list(t.dims) == list(tensor.dims)), None)
             if twin is None:
                 raise ValueError(f"optional input {tensor.name!r} has no required input of the same dims to copy")
             fill[tensor.name] = (twin, config_dtype(tensor.data_type))

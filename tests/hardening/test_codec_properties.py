@@ -178,3 +178,4 @@ def test_deeply_nested_json_data_is_a_client_error(depth: int) -> None:
             .inputs[0].data.tolist() == [1.0]
     else:
         assert error is not None and ("JSON" in error.message or "data" in error.message)
+

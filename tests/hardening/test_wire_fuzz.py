@@ -20,15 +20,16 @@ from tritonclient.grpc import service_pb2 as pb
 from tests.hardening.conftest import MAX_BYTES, MAX_ELEMENTS
 from tests.hardening.tally import tried
 from tests.hardening.test_codec_properties import grpc_requests, json_values
-from tests.hardening.wire import Http, assert_still_correct, error_text, raw_exchange
+from tests.hardening.wire import assert_still_correct, error_text, raw_exchange
 from tests.support.numerics import SMALL_MLP
 
 WIRE = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-MODELS = ["mlp", "mlp_batched", "mixed", "nosuch"]  # not "broken": its 503 is the server's state, not the request
+# not "broken": its 503 is the server's state, not the request; texty and classifier: see test_wire_fuzz_bytes.py
+MODELS = ["mlp", "mlp_batched", "mixed", "texty", "classifier", "nosuch"]
 SERVER_FAULTS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 
 mlp_inputs = st.fixed_dictionaries(
-    {"name": st.sampled_from(["INPUT0", "A", "input0"]),
+    {"name": st.sampled_from(["INPUT0", "A", "input0", "text"]),
      "datatype": st.sampled_from(["FP32", "FP16", "INT32", "BOOL", "BYTES", "X"]),
      "shape": st.lists(st.one_of(st.integers(-1, 20), st.sampled_from([10**12, 2**64, 2**63 - 1])), max_size=4)},
     optional={"data": st.one_of(json_values, st.lists(st.floats(allow_nan=False), max_size=40)),
@@ -40,13 +41,6 @@ headers = st.fixed_dictionaries({}, optional={
                                                  st.sampled_from(["", "abc", "\u00b2", "1" * 50])),
     "Content-Encoding": st.sampled_from(["gzip", "deflate", "br", "identity"]),
 })
-
-
-@pytest.fixture(scope="module")
-def http(hard_server):  # type: ignore[no-untyped-def]
-    connection = Http(hard_server)
-    yield connection
-    connection.close()
 
 
 @WIRE
@@ -138,13 +132,6 @@ def test_raw_grpc_port_garbage_never_hangs_or_kills(hard_server, hard_modules) -
     assert_still_correct(hard_server, hard_modules["mlp"])
 
 
-@pytest.fixture(scope="module")
-def channel(hard_server):  # type: ignore[no-untyped-def]
-    ch = grpc.insecure_channel(hard_server.grpc_url, options=[("grpc.max_send_message_length", -1)])
-    yield ch
-    ch.close()
-
-
 @WIRE
 @given(data=st.binary(max_size=200), method=st.sampled_from(["ModelInfer", "ModelMetadata", "ModelConfig",
                                                               "RepositoryModelLoad", "ServerReady"]))
@@ -228,3 +215,4 @@ def test_limits_apply_on_both_transports(hard_server, hard_repository, http) -> 
             call(message, timeout=10)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and fragment in info.value.details()
     stub.close()
+

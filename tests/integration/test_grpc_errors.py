@@ -80,7 +80,7 @@ def test_invalid_argument_rows(client: grpcclient.InferenceServerClient, server:
           "batch size 9", "1..8")
     strings = grpcclient.InferInput("INPUT0", [2, 1], "BYTES")
     strings.set_data_from_numpy(np.array([[b"a"], [b"b"]], dtype=np.object_))
-    fails(lambda: client.infer("mlp", [strings]), "INVALID_ARGUMENT", "BYTES", "not supported")
+    fails(lambda: client.infer("mlp", [strings]), "INVALID_ARGUMENT", "datatype BYTES", "FP32")
     fails(lambda: client.infer("mlp", [fp32_input(X)], parameters={"custom": "ok"}, model_version="x"),
           "INVALID_ARGUMENT", "version must be a positive integer")
 

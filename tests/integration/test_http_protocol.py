@@ -202,7 +202,8 @@ def test_garbage_and_lying_sizes_then_a_valid_request_on_the_same_connection(
         (header + x.tobytes()[:60], {"Inference-Header-Content-Length": str(len(header))}, "holds only 60 bytes"),
         (good + b"tail", {"Inference-Header-Content-Length": str(len(header))}, "follow the JSON header"),
         (b'{"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, -16], "data": []}]}', {}, "negative"),
-        (b'{"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}', {}, "BYTES"),
+        (b'{"inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1], "data": ["a"]}]}', {},
+         "datatype BYTES does not match the model's FP32"),
         (json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 16],
                                  "data": [[1] * 15]}]}).encode(), {}, "holds 15 elements"),
     ]

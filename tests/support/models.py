@@ -158,3 +158,36 @@ class Embed(torch.nn.Module):
 
     def forward(self, index: torch.Tensor) -> torch.Tensor:
         return self.table(index)
+
+
+CLASSIFIER_CONFIG = """
+name: "classifier"
+backend: "twofour"
+max_batch_size: 8
+input [{ name: "INPUT0" data_type: TYPE_FP32 dims: [16] }]
+output [{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [4] label_filename: "labels.txt" }]
+"""
+# One label has ':' (clients split at most twice) and one is not ASCII: both must come back byte for byte.
+CLASSIFIER_LABELS = ("cat", "dog", "bird:small", "d\u00f6ner")
+
+TEXTY_CONFIG = """
+name: "texty"
+backend: "twofour"
+max_batch_size: 8
+input [{ name: "INPUT0" data_type: TYPE_FP32 dims: [16] },
+       { name: "text" data_type: TYPE_STRING dims: [1] optional: true }]
+output [{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [4] }]
+"""
+
+
+def build_bytes_repository(root: Path) -> dict[str, torch.nn.Module]:
+    """classifier (an MLP whose output has a labels file, for the classification extension) and texty (an MLP whose
+    config also declares an optional TYPE_STRING `text` input, as a text model does, but has no tokenizer)."""
+    root.mkdir(parents=True, exist_ok=True)
+    x = torch.randn(2, 16)
+    classifier = SmallMLP(seed=5)
+    write_model(root, "classifier", classifier, (x,), CLASSIFIER_CONFIG, sparse={"hidden.weight"})
+    (root / "classifier" / "labels.txt").write_text("\n".join(CLASSIFIER_LABELS) + "\n", encoding="utf-8")
+    texty = SmallMLP(seed=6)
+    write_model(root, "texty", texty, (x,), TEXTY_CONFIG, sparse={"hidden.weight"})
+    return {"classifier": classifier, "texty": texty}

@@ -69,6 +69,18 @@ def test_each_observation_moves_prometheus_and_statistics_together() -> None:
     assert sorted(stats.batch) == [3]
 
 
+def test_padding_counters_give_the_padding_fraction_of_executed_batches() -> None:
+    metrics = Metrics(gpu=False)
+    rec = metrics.recorder("m", "1")
+    assert value(metrics, "twofour_batch_tokens_total", **MV) == 0  # exported (0) before any padded batch
+    rec.tokens_executed(6, 25)
+    rec.tokens_executed(0, 15)
+    stats = metrics.stats("m", "1")
+    assert stats is not None and (stats.padding_tokens, stats.batch_tokens) == (6, 40)
+    assert value(metrics, "twofour_batch_padding_tokens_total", **MV) == 6
+    assert value(metrics, "twofour_batch_tokens_total", **MV) == 40
+
+
 def test_weights_load_time_and_pending() -> None:
     metrics = Metrics(gpu=False)
     rec = metrics.recorder("m", "1")

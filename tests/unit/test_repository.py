@@ -12,6 +12,7 @@ from server.repository import (
     model_dir,
     parse_config,
     read_config,
+    read_labels,
     select_versions,
     validate_config,
 )
@@ -45,7 +46,7 @@ def test_valid_config_gets_triton_defaults(tmp_path: Path) -> None:
         (GOOD.replace("max_batch_size: 4", "max_batch_size: -1"), ["max_batch_size"]),
         (GOOD.replace("TYPE_FP32 dims: [8]", "TYPE_FP32 dims: [0]"), ["input[0]", "dims"]),
         (GOOD.replace('data_type: TYPE_FP32 dims: [2]', "dims: [2]"), ["output[0]", "data_type"]),
-        (GOOD.replace("TYPE_FP32 dims: [8]", "TYPE_STRING dims: [8]"), ["TYPE_STRING"]),
+        (GOOD.replace("TYPE_FP32 dims: [8]", "TYPE_STRING dims: [0]"), ["input[0]", "dims"]),
         (GOOD + "dynamic_batching { preferred_batch_size: [16] }", ["preferred_batch_size", "16"]),
         (GOOD.replace("max_batch_size: 4", "max_batch_size: 0") + "dynamic_batching {}", ["max_batch_size > 0"]),
         (GOOD + 'backend: "onnxruntime"', ["backend", "onnxruntime"]),
@@ -120,3 +121,35 @@ def test_version_dir_needs_program_and_weights(tmp_path: Path) -> None:
     version.mkdir(parents=True)
     with pytest.raises(RepositoryError, match="program.pt2 is missing"):
         check_version_dir(version, "m", 1)
+
+
+def test_string_tensors_are_allowed_for_inputs_and_outputs(tmp_path: Path) -> None:
+    text = GOOD.replace('input [{ name: "x" data_type: TYPE_FP32 dims: [8] }]',
+                        'input [{ name: "x" data_type: TYPE_FP32 dims: [8] },'
+                        ' { name: "text" data_type: TYPE_STRING dims: [1] optional: true }]')
+    text = text.replace('TYPE_FP32 dims: [2]', 'TYPE_STRING dims: [2]')
+    config = read_config(write(tmp_path, text), "m")
+    assert [t.data_type for t in config.input][1] == config.output[0].data_type
+
+
+LABELLED = GOOD.replace('dims: [2] }', 'dims: [2] label_filename: "labels.txt" }')
+
+
+def test_labels_are_read_one_per_line_as_triton_does(tmp_path: Path) -> None:
+    path = write(tmp_path, LABELLED)
+    (path / "labels.txt").write_bytes("cat\n\nd\u00f6g:x\n".encode())
+    labels = read_labels(path, read_config(path, "m"))
+    assert labels == {"y": (b"cat", b"", "d\u00f6g:x".encode())}  # the final newline ends a label, not starts one
+
+
+@pytest.mark.parametrize(("filename", "words"), [
+    ("labels.txt", ["output[0] (y)", "'labels.txt'", "missing"]),
+    ("../labels.txt", ["inside the model directory"]),
+    ("/etc/passwd", ["inside the model directory"]),
+])
+def test_bad_label_files_are_repository_errors(tmp_path: Path, filename: str, words: list[str]) -> None:
+    path = write(tmp_path, LABELLED.replace("labels.txt", filename))
+    (tmp_path / "labels.txt").write_text("outside\n")
+    with pytest.raises(RepositoryError) as info:
+        read_labels(path, read_config(path, "m"))
+    assert all(w in str(info.value) for w in words), str(info.value)

@@ -188,9 +188,9 @@ def test_raw_and_typed_contents_cannot_be_mixed() -> None:
     assert "both typed contents and raw_input_contents" in refused(message)
 
 
-def test_bytes_datatype_is_refused() -> None:
-    message = wire([("S", "BYTES", [1])], [b"\x01\0\0\0a"])
-    assert "BYTES" in refused(message) and "not supported" in refused(message)
+def test_bytes_raw_contents_decode_to_an_object_array() -> None:
+    decoded = decode_infer_request(wire([("S", "BYTES", [1])], [b"\x01\0\0\0a"])).inputs[0].data
+    assert decoded.dtype == object and decoded.tolist() == [b"a"]
 
 
 def test_unknown_datatype_is_refused() -> None:

@@ -1,0 +1,56 @@
+"""What `twofour convert` adds to config.pbtxt so the server batches and warms the model up the way it expects.
+
+- Hugging Face encoders pad: `pad_to_longest` names the attention mask (server/batching/ragged.py), so requests of
+  different token counts share batches under `max_batch_tokens`, written out so an operator sees and tunes it.
+- A `model_warmup` (server/warmup.py) for the shapes the converter expects: one row and a full batch. For sequence
+  models both at WARMUP_LENGTH tokens (the length the converter calibrates and evaluates at), a full batch being
+  as many rows as the token budget allows; for fixed-shape models (the MNIST-like MLPs) batch 1 and
+  max_batch_size. A model with other variable dims gets no warmup: the converter cannot know its shapes.
+"""
+
+from __future__ import annotations
+
+from tritonclient.grpc import model_config_pb2 as mc
+
+from server.batching.ragged import DEFAULT_MAX_BATCH_TOKENS, MAX_BATCH_TOKENS, PAD_TO_LONGEST
+from server.convert.hf import MAX_LENGTH
+from server.convert.sources import Source
+
+MASK_INPUT = "attention_mask"
+WARMUP_LENGTH = MAX_LENGTH
+
+
+def add_padding(config: mc.ModelConfig, source: Source) -> None:
+    """Make a Hugging Face encoder's config pad to the longest request of a batch."""
+    if source.kind != "huggingface" or config.max_batch_size <= 0:
+        return
+    if MASK_INPUT not in {t.name for t in config.input}:
+        return
+    config.parameters[PAD_TO_LONGEST].string_value = MASK_INPUT
+    config.parameters[MAX_BATCH_TOKENS].string_value = str(DEFAULT_MAX_BATCH_TOKENS)
+
+
+def add_warmup(config: mc.ModelConfig) -> None:
+    """One-row and full-batch zero-data warmup samples, when every input's shape is known."""
+    padded = PAD_TO_LONGEST in config.parameters
+    length = WARMUP_LENGTH
+    shapes: dict[str, list[int]] = {}
+    for tensor in config.input:
+        dims = list(tensor.dims)
+        if padded and dims and dims[0] == -1:
+            dims[0] = length
+        if any(d < 1 for d in dims):
+            return  # a variable dim the converter cannot choose
+        shapes[tensor.name] = dims
+    batched = config.max_batch_size > 0
+    full = config.max_batch_size
+    if padded:
+        full = max(1, min(full, DEFAULT_MAX_BATCH_TOKENS // length))
+    sizes = sorted({1, full}) if batched else [0]
+    data_types = {t.name: t.data_type for t in config.input}
+    for size in sizes:
+        sample = config.model_warmup.add(name=f"batch_{size}" if batched else "single", batch_size=size)
+        for name, dims in shapes.items():
+            sample.inputs[name].data_type = data_types[name]
+            sample.inputs[name].dims.extend(dims)
+            sample.inputs[name].zero_data = True
