@@ -22,8 +22,9 @@ on this machine's CPU batched and eager rows happened to be bit-identical, on ot
 (a wrong row, fp16-rounded weights, a dropped weight) fall far outside the SmallMLP bound; the Slow bound, loose
 after 64 layers, still catches mixed-up rows. tests/unit/test_numerics_helper.py checks both.
 
-How this was checked beside a busy core: `nice -n 0 python -c 'while True: pass' &`, then the integration and
-hardening suites twice in a row, then `kill` that process (the report of issue 19 has the numbers).
+How to check it beside a busy core: `nice -n 0 python -c 'while True: pass' & SPIN=$!`, then
+`python -m pytest -q tests/integration tests/hardening` twice in a row, then `kill $SPIN`. (Issue 19: on the shared
+2-core box, at load average 13-23 from other work, a pass did not finish within the session; see its report.)
 """
 
 from __future__ import annotations
