@@ -2,7 +2,10 @@
 
 Startup opens the ports first (liveness answers at once, readiness stays false) and then loads models, so
 Kubernetes startup probes see progress. Shutdown turns readiness false immediately, refuses new inference with
-UNAVAILABLE, lets in-flight requests finish for up to `exit_timeout_secs`, then closes listeners and exits 0.
+UNAVAILABLE / 503 + `Connection: close`, lets in-flight requests finish for up to `exit_timeout_secs`, keeps
+refusing for `REFUSAL_WINDOW_S`, then closes the listeners so that no request ends CANCELLED or on a reset
+connection: gRPC's connections are ended before gRPC's own stop (transport/grpc_drain.py), uvicorn's backlog is
+served before its listener closes (transport/http_drain.py); then exits 0.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,8 @@ from server.runtime.select import DeviceError, create_runtime, resolve_device
 from server.settings import HTTP_KEEP_ALIVE_S, Settings
 
 log = logging.getLogger("twofour")
+
+REFUSAL_WINDOW_S = 0.3  # after the drain, before the listeners close (serve)
 
 
 @dataclass
@@ -69,14 +73,6 @@ def _build_runtime(version_dir: Any, config: Any, *, device: str, options: dict[
     return create_runtime(version_dir, config, device, **options)
 
 
-class _QuietUvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: the app owns SIGTERM/SIGINT and the drain order."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets whose proto says TCP; with proto 0 Nagle stays on
@@ -114,6 +110,7 @@ async def serve(app: App, stop: asyncio.Event) -> int:
     """Run until `stop` is set, then drain; returns the process exit code."""
     from server.transport.grpc import create_grpc_server
     from server.transport.http import create_http_asgi
+    from server.transport.http_drain import DrainingUvicorn
 
     settings = app.settings
     listeners = settings.enabled_listeners()
@@ -150,7 +147,7 @@ async def serve(app: App, stop: asyncio.Event) -> int:
                                 http=_http_protocol(settings),
                                 # behind the front, which closes idle clients (and their relay connections) itself
                                 timeout_keep_alive=75 if http_behind_front else HTTP_KEEP_ALIVE_S)
-        http_server = _QuietUvicorn(config)
+        http_server = DrainingUvicorn(config)
         http_task = asyncio.create_task(http_server.serve(sockets=[sock]))
     if frontend is not None:
         try:
@@ -169,12 +166,20 @@ async def serve(app: App, stop: asyncio.Event) -> int:
     log.info("shutdown requested: readiness off, draining for up to %.0fs", settings.exit_timeout_secs)
     app.dataplane.begin_shutdown()
     loader.cancel()
+    started = asyncio.get_running_loop().time()
     drained = await app.dataplane.drain(settings.exit_timeout_secs)
     if not drained:
         log.warning("exit timeout reached with requests still in flight")
+    # Keep refusing a moment longer with the listeners open: a client whose kept-alive connection sat idle through
+    # the drain gets its 503 + Connection: close (or UNAVAILABLE) now rather than a connection closed under it.
+    spent = asyncio.get_running_loop().time() - started
+    await asyncio.sleep(max(0.0, min(REFUSAL_WINDOW_S, settings.exit_timeout_secs - spent - 1.0)))
     if frontend is not None:
         await frontend.stop(grace=1.0)
     if grpc_server is not None:
+        from server.transport.grpc_drain import close_public_port
+
+        close_public_port(app.ports["grpc"])  # before gRPC's own stop, which would answer CANCELLED (grpc_drain.py)
         await grpc_server.stop(grace=1.0)
     if http_server is not None and http_task is not None:
         http_server.should_exit = True

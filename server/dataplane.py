@@ -139,7 +139,9 @@ class DataPlane:
         """
         arrival = time.perf_counter_ns()
         if self.shutting_down:
-            raise unavailable("server is shutting down; no new inference requests are accepted")
+            refused = unavailable("server is shutting down; no new inference requests are accepted")
+            refused.close_connection = True  # type: ignore[attr-defined]  # HTTP: no reuse of a closing server
+            raise refused
         entry, loaded = self.registry.resolve(request.model_name, request.model_version)
         config = entry.config
         assert config is not None

@@ -1,13 +1,20 @@
-"""Write English sentences from text that ships with installed packages (no downloads): calibration + held-out.
+"""Write English sentence files from text that ships with Python and installed pip packages (no downloads).
 
-Sources: the DESCR texts of scikit-learn's bundled datasets and the docstrings of Python standard-library modules.
-Sentences are cleaned, deduplicated, filtered to 6..60 words, shuffled with a fixed seed and split in two disjoint
-files. Run from the repository root: `python bench/data/make_sentences.py`.
+Four files, from three disjoint sources, so agreement can be measured away from the calibration text:
+- calibration.txt + heldout.txt: docstrings of Python standard-library modules (the calibration source; heldout.txt
+  is the in-distribution check, disjoint sentences from the same source).
+- ood_selection.txt: prose of the Python language reference (`pydoc_data.topics`, shipped with the stdlib). The
+  out-of-distribution set recipes are chosen on.
+- ood_verify.txt: scikit-learn's dataset descriptions (sklearn/datasets/descr/*.rst) and the long descriptions
+  (METADATA) of a fixed list of installed packages. Nobody tunes on it: it verifies the chosen recipe.
+Sentences are cleaned, deduplicated (also across files), filtered to 6..60 words and shuffled with a fixed seed.
+Run from the repository root: `python bench/data/make_sentences.py`.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import inspect
 import random
 import re
@@ -18,14 +25,13 @@ STDLIB = ["argparse", "asyncio", "collections", "csv", "datetime", "decimal", "e
           "heapq", "http.client", "inspect", "itertools", "json", "logging", "os", "pathlib", "pickle", "random",
           "re", "shutil", "socket", "statistics", "string", "subprocess", "tarfile", "textwrap", "threading",
           "typing", "unittest", "urllib.request", "uuid", "zipfile", "calendar", "difflib", "sqlite3", "enum"]
+PACKAGES = ["requests", "rich", "click", "httpx", "pydantic", "fastapi", "uvicorn", "jinja2", "attrs", "hypothesis",
+            "tqdm", "packaging", "pyparsing", "networkx", "sympy", "pandas", "matplotlib", "scipy", "joblib"]
+CALIBRATION, HELD_OUT, SELECTION, VERIFY = 1024, 256, 320, 320
 
 
-def texts() -> list[str]:
-    from sklearn import datasets
-
+def stdlib_docstrings() -> list[str]:
     found = []
-    for loader in ("load_iris", "load_diabetes", "load_digits", "load_wine", "load_breast_cancer", "load_linnerud"):
-        found.append(getattr(datasets, loader)().DESCR)
     for name in STDLIB:
         module = importlib.import_module(name)
         found.append(inspect.getdoc(module) or "")
@@ -35,8 +41,28 @@ def texts() -> list[str]:
     return found
 
 
+def language_reference() -> list[str]:
+    from pydoc_data import topics
+
+    return [topics.topics[k] for k in sorted(topics.topics)]
+
+
+def dataset_descriptions_and_readmes() -> list[str]:
+    import sklearn.datasets
+
+    descr = Path(sklearn.datasets.__file__).parent / "descr"
+    found = [p.read_text(encoding="utf-8") for p in sorted(descr.glob("*.rst"))]
+    for name in PACKAGES:
+        try:
+            found.append(importlib.metadata.metadata(name).get_payload() or "")  # type: ignore[attr-defined]
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
 def sentences(text: str) -> list[str]:
-    text = re.sub(r"\s+", " ", re.sub(r"[=\-*`>|_~]{2,}|:[a-z]+:", " ", text))
+    text = re.sub(r"https?://\S+", " ", text)
+    text = re.sub(r"\s+", " ", re.sub(r"[=\-*`>|_~#\[\]]{2,}|:[a-z]+:", " ", text))
     out = []
     for piece in re.split(r"(?<=[.!?])\s+(?=[A-Z])", text):
         piece = piece.strip()
@@ -47,13 +73,25 @@ def sentences(text: str) -> list[str]:
     return out
 
 
+def unique_shuffled(texts: list[str], taken: set[str]) -> list[str]:
+    found = sorted({s for t in texts for s in sentences(t)} - taken)
+    random.Random(0).shuffle(found)
+    taken.update(found)
+    return found
+
+
+def write(name: str, lines: list[str]) -> None:
+    (HERE / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"{name}: {len(lines)} sentences")
+
+
 def main() -> None:
-    unique = sorted({s for t in texts() for s in sentences(t)})
-    random.Random(0).shuffle(unique)
-    held_out, calibration = unique[:256], unique[256:]
-    (HERE / "heldout.txt").write_text("\n".join(held_out) + "\n", encoding="utf-8")
-    (HERE / "calibration.txt").write_text("\n".join(calibration) + "\n", encoding="utf-8")
-    print(f"{len(calibration)} calibration and {len(held_out)} held-out sentences")
+    taken: set[str] = set()
+    stdlib = unique_shuffled(stdlib_docstrings(), taken)
+    write("heldout.txt", stdlib[:HELD_OUT])
+    write("calibration.txt", stdlib[HELD_OUT:HELD_OUT + CALIBRATION])
+    write("ood_selection.txt", unique_shuffled(language_reference(), taken)[:SELECTION])
+    write("ood_verify.txt", unique_shuffled(dataset_descriptions_and_readmes(), taken)[:VERIFY])
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ namespace {
 constexpr uint64_t kListenerTag = 0, kWakeTag = 2;  // a connection's tags are 2*id (client) and 2*id+1 (uvicorn)
 constexpr size_t kBufferCap = 1 << 20;              // stop reading a side while this much waits to be written
 constexpr auto kSweepEvery = std::chrono::milliseconds(100);
+constexpr auto kFreshRequestWait = std::chrono::milliseconds(100);  // stopping: see Sweep
 
 void Control(int epoll, int op, int fd, uint64_t tag, uint32_t events) {
   epoll_event event{};
@@ -48,7 +49,7 @@ void HttpFront::Shutdown(Clock::time_point deadline) {
   stopping_.store(true);
   uint64_t one = 1;
   [[maybe_unused]] ssize_t ignored = write(wake_, &one, sizeof(one));
-  while (calls_in_flight_.load() > 0 && Clock::now() < deadline) {
+  while ((calls_in_flight_.load() > 0 || open_connections_.load() > 0) && Clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
 }
@@ -89,6 +90,10 @@ void HttpFront::Loop() {
     }
     if (accepting && stopping_.load()) {
       accepting = false;
+      stopped_at_ = Clock::now();
+      // Take what the kernel has queued first: closing a listener resets the connections in its backlog, whose
+      // clients have sent their request already. Nothing runs between the last accept and the close.
+      Accept();
       if (!accept_paused_) epoll_ctl(epoll_, EPOLL_CTL_DEL, listener_, nullptr);
       close(listener_);
     }
@@ -117,6 +122,7 @@ void HttpFront::Accept() {
     connection->since = Clock::now();
     Connection* c = connection.get();
     connections_[c->id] = std::move(connection);
+    open_connections_.fetch_add(1);
     Watch(c);
   }
 }
@@ -173,7 +179,10 @@ void HttpFront::Sweep(Clock::time_point now) {
   };
   for (Connection* c : all) {
     bool idle = c->state == State::kHead && c->in.empty() && c->out.empty();
-    if (idle && (stopping_.load() || now - c->since > seconds(options_.keep_alive_s))) {
+    // Stopping: an idle connection closes once a just-accepted client has had time to deliver its request (it is
+    // then answered, 503 + close, as the server has drained); a closed one would reset a request already sent.
+    bool stop_idle = stopping_.load() && now - stopped_at_ >= kFreshRequestWait;
+    if (idle && (stop_idle || now - c->since > seconds(options_.keep_alive_s))) {
       Close(c);
     } else if (c->state == State::kHead && !c->in.empty() && now - c->head_started > std::chrono::seconds(1)) {
       // a head still incomplete after a second: uvicorn applies its own rules to it, as it always did
@@ -257,6 +266,7 @@ void HttpFront::Close(Connection* c) {
   close(c->fd);
   DropUpstream(c);
   connections_.erase(c->id);
+  open_connections_.fetch_sub(1);
 }
 
 }  // namespace twofour

@@ -47,7 +47,8 @@ class HttpFront {
 
   // Binds the port (false and `error` if it cannot) and starts the connection thread.
   bool Start(int* port, std::string* error);
-  // Stops accepting and closes idle connections; returns when no infer call is in flight, or at `deadline`.
+  // Stops accepting (the backlog is served first) and closes idle connections once a just-accepted client has had
+  // time to deliver its request; returns when no connection is left open, or at `deadline`.
   void Shutdown(std::chrono::steady_clock::time_point deadline);
 
   // From the link's reader thread: the server's answer to call `call` of connection `connection`.
@@ -112,6 +113,8 @@ class HttpFront {
   bool accept_paused_ = false;  // out of descriptors: the listener is unwatched until the next sweep
   std::atomic<bool> stopping_{false};
   std::atomic<int> calls_in_flight_{0};
+  std::atomic<int> open_connections_{0};  // Shutdown waits for them to be answered and closed
+  Clock::time_point stopped_at_;          // when the loop saw stopping_ (the loop thread's own)
   std::string date_;  // the Date header's value, renewed by each sweep (RFC 9110 asks an origin server for one)
   std::mutex posted_mu_;
   std::vector<Posted> posted_;

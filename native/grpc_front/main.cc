@@ -7,7 +7,8 @@
 // front, so server/transport/grpc_front_process.py runs either one:
 //   - prints one JSON line, {"port": N} once bound ({"port": N, "http_port": M} with --http-address) or
 //     {"error": "..."}, then serves;
-//   - SIGTERM: stop accepting, finish in-flight calls within --grace-secs, exit 0; SIGINT is ignored (the server
+//   - SIGTERM (sent after the server's drain): stop accepting, end the public gRPC connections (port_close.h),
+//     finish what is left within --grace-secs, exit 0; SIGINT is ignored (the server
 //     decides); exits by itself when its parent (the server) is gone, so an orphan never keeps the port.
 #include <signal.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@
 #include "fast_link.h"
 #include "http_front.h"
 #include "json_text.h"
+#include "port_close.h"
 #include "reactors.h"
 
 namespace {
@@ -143,7 +145,10 @@ int main(int argc, char** argv) {
   if (http) {  // stop accepting HTTP; infer calls in flight get their answers until the deadline
     http->Shutdown(std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<long>(grace * 1000)));
   }
-  server->Shutdown(deadline);  // stop accepting; calls still running at the deadline are cancelled
+  // The server has drained: refuse new connections and end the accepted ones before gRPC's Shutdown, which would
+  // answer CANCELLED to calls reaching it meanwhile (port_close.h); then nothing is left for it to cancel.
+  twofour::ClosePublicPort(port);
+  server->Shutdown(deadline);
   std::fflush(stdout);
   std::_Exit(0);  // the link's reader thread is detached and blocked in read(): no orderly teardown is owed
 }

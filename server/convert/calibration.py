@@ -4,7 +4,9 @@ A text file (one UTF-8 sample per line, blank lines ignored) is tokenized with t
 128 tokens per sample; the first N lines are used, batched by length. Each batch carries a token mask so padding
 never enters the layer statistics. An array file may also hold `labels` (integer class per sample): evaluation then
 reports accuracy.
-Samples are taken in file order (the first N), so a conversion is reproducible from its files alone.
+Samples are taken in file order (the first N), so a conversion is reproducible from its files alone. Several files
+(`--calibration a.txt b.txt`) are one dataset: text lines or array rows concatenated in the order given, all files of
+one kind; the label joins the names and the sha256 covers every file's bytes in order.
 """
 
 from __future__ import annotations
@@ -42,22 +44,44 @@ class Dataset:
         return bool(self.batches) and all(b.labels is not None for b in self.batches)
 
 
-def load_dataset(path: Path, source: Source, limit: int | None = None) -> Dataset:
-    """Read `path` into batches for `source`; a clear ValueError for anything that does not fit."""
-    if not path.is_file():
-        raise ValueError(f"data file {path.name!r} does not exist")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    suffix = path.suffix.lower()
-    if suffix in (".npz", ".safetensors"):
-        batches, count = _array_batches(_read_arrays(path), source, limit)
+def load_dataset(paths: Path | list[Path], source: Source, limit: int | None = None) -> Dataset:
+    """Read one file or several (concatenated in order) into batches for `source`; a clear ValueError for anything
+    that does not fit."""
+    files = [paths] if isinstance(paths, Path) else list(paths)
+    if not files:
+        raise ValueError("no data file given")
+    for path in files:
+        if not path.is_file():
+            raise ValueError(f"data file {path.name!r} does not exist")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    kinds = {"arrays" if p.suffix.lower() in (".npz", ".safetensors") else "text" for p in files}
+    label = "+".join(p.name for p in files)
+    if len(kinds) > 1:
+        raise ValueError(f"{label}: mixes array files and text files; give files of one kind")
+    if kinds == {"arrays"}:
+        batches, count = _array_batches(_concatenated([_read_arrays(p) for p in files], label), source, limit)
     elif source.tokenizer is not None:
-        batches, count = _text_batches(path, source, limit)
+        batches, count = _text_batches(files, source, limit)
     else:
-        raise ValueError(f"{path.name}: use .npz or .safetensors arrays named {[s.name for s in source.inputs]} "
+        raise ValueError(f"{label}: use .npz or .safetensors arrays named {[s.name for s in source.inputs]} "
                          "(text files need a Hugging Face source with a tokenizer)")
     if count == 0:
-        raise ValueError(f"{path.name}: holds no samples")
-    return Dataset(path.name, digest, count, batches)
+        raise ValueError(f"{label}: holds no samples")
+    return Dataset(label, digest.hexdigest(), count, batches)
+
+
+def _concatenated(parts: list[dict[str, np.ndarray]], label: str) -> dict[str, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    keys = set(parts[0])
+    if any(set(p) != keys for p in parts):
+        raise ValueError(f"{label}: the files hold different arrays ({[sorted(p) for p in parts]})")
+    try:
+        return {k: np.concatenate([p[k] for p in parts]) for k in sorted(keys)}
+    except ValueError as exc:
+        raise ValueError(f"{label}: arrays do not concatenate ({exc})") from None
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -101,11 +125,13 @@ def _array_batches(arrays: dict[str, np.ndarray], source: Source, limit: int | N
     return batches, count
 
 
-def _text_batches(path: Path, source: Source, limit: int | None) -> tuple[list[Batch], int]:
-    try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"{path.name}: not UTF-8 text ({exc})") from None
+def _text_batches(paths: list[Path], source: Source, limit: int | None) -> tuple[list[Batch], int]:
+    lines = []
+    for path in paths:
+        try:
+            lines += [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path.name}: not UTF-8 text ({exc})") from None
     lines = [line for line in lines if line]
     if limit:
         lines = lines[:limit]

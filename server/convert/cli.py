@@ -19,10 +19,18 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     convert.add_argument("--method", choices=sorted(METHODS), default="sparsegpt", help="pruning method")
     convert.add_argument("--recover", action=argparse.BooleanOptionalAction, default=False,
                          help="after pruning: least-squares refit + block-wise distillation of the kept weights")
-    convert.add_argument("--recover-epochs", type=int, default=RecoverOptions.epochs, help="distillation epochs")
+    convert.add_argument("--recover-steps", type=int, default=RecoverOptions.steps,
+                         help="distillation steps per block")
+    convert.add_argument("--recover-final-steps", type=int, default=RecoverOptions.final_steps,
+                         help="whole-model distillation steps after the blocks")
     convert.add_argument("--recover-lr", type=float, default=RecoverOptions.learning_rate, help="distillation LR")
-    convert.add_argument("--calibration", type=Path, required=True,
-                         help=".npz/.safetensors arrays named like the inputs, or a text file (one sample a line)")
+    convert.add_argument("--augment", type=int, default=RecoverOptions.augment,
+                         help="augmented copies of each calibration text (token replacement + span shuffle)")
+    convert.add_argument("--keep-dense", type=int, default=0, metavar="K",
+                         help="leave the K most sensitive eligible layers dense (default 0)")
+    convert.add_argument("--calibration", type=Path, nargs="+", required=True,
+                         help=".npz/.safetensors arrays named like the inputs, or text files (one sample a line); "
+                              "several files are concatenated in order")
     convert.add_argument("--calibration-samples", type=int, default=128, help="samples used (first N; 0 = all)")
     convert.add_argument("--evaluation", type=Path, default=None,
                          help="held-out data for the agreement figures (default: the calibration data)")
@@ -56,8 +64,10 @@ def run_convert(args: argparse.Namespace) -> int:
         method=args.method, version=args.version, calibration_samples=args.calibration_samples or None,
         evaluation=args.evaluation, skip=args.skip, only=args.only, max_batch_size=args.max_batch_size,
         dynamic_batching=args.dynamic_batching, max_accuracy_drop=args.max_accuracy_drop,
-        recover=RecoverOptions(epochs=args.recover_epochs, learning_rate=args.recover_lr) if args.recover else None,
-        show_progress=not args.quiet, quantize=args.quantize)
+        recover=RecoverOptions(steps=args.recover_steps, final_steps=args.recover_final_steps,
+                               learning_rate=args.recover_lr, augment=args.augment) if args.recover else None,
+        show_progress=not args.quiet, keep_dense=args.keep_dense,
+        quantize=args.quantize)
     try:
         result = convert(options)
     except (ValueError, OSError) as exc:

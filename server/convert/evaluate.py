@@ -1,9 +1,9 @@
 """Model-level agreement between the dense source and the written (reloaded) 2:4 model on evaluation data.
 
 Figures are computed on the files as written, loaded back through the server's own path (artifacts.build_module +
-runtime.binding), so the report describes what will be served, not an in-memory twin. Per float output: mean and
-minimum cosine between dense and sparse outputs (per sample; per real token for [batch, seq, ...] outputs of text
-data) and the max abs error. Classifiers also get top-1 agreement; labelled data gets both accuracies.
+runtime.binding), so the report describes what will be served, not an in-memory twin. Per float output: mean,
+5th-percentile and minimum cosine between dense and sparse outputs (per sample; per real token for [batch, seq, ...]
+outputs of text data) and the max abs error. Classifiers also get top-1 agreement; labelled data gets both accuracies.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def compare(source: Source, data: Dataset, dense: list[dict[str, torch.Tensor]],
         s = torch.cat([_rows(o[spec.name].double(), b.token_mask) for o, b in zip(sparse, data.batches, strict=True)])
         cosine = torch.nn.functional.cosine_similarity(d, s, dim=1, eps=1e-12)
         result["outputs"][spec.name] = {"mean_cosine": round(float(cosine.mean()), 6),
+                                        "p5_cosine": round(float(torch.quantile(cosine, 0.05)), 6),
                                         "min_cosine": round(float(cosine.min()), 6),
                                         "max_abs_error": float((d - s).abs().max())}
     if source.classifier:

@@ -15,12 +15,15 @@ import torch
 
 from server.artifacts import load_weights
 from server.convert import cpu_agreement, evaluate
+from server.convert.augment import augmented
 from server.convert.calibration import load_dataset
+from server.convert.coverage import coverage
 from server.convert.methods import METHODS
 from server.convert.prune import Pruner
 from server.convert.recover import RecoverOptions
 from server.convert.report import build_report, layer_rows
 from server.convert.selection import select
+from server.convert.sensitivity import keep_dense, sensitivity
 from server.convert.sources import load_source
 from server.convert.writer import Staging, build_config
 from server.repository import WEIGHTS_FILE
@@ -36,7 +39,7 @@ class ConvertOptions:
     source: Path
     name: str
     output_repository: Path
-    calibration: Path
+    calibration: Path | list[Path]
     method: str = "sparsegpt"
     version: int | None = None
     calibration_samples: int | None = 128
@@ -49,6 +52,7 @@ class ConvertOptions:
     recover: RecoverOptions | None = None
     show_progress: bool = True
     quantize: str = "none"  # fp8 | int8: the 2:4 layers' kept values stored quantized per row (sparsity/quantize.py)
+    keep_dense: int = 0  # leave the K most sensitive eligible layers dense
 
 
 @dataclass
@@ -70,13 +74,23 @@ def convert(options: ConvertOptions) -> ConvertResult:
     calibration = load_dataset(options.calibration, source, options.calibration_samples)
     held_out = load_dataset(options.evaluation, source) if options.evaluation else calibration
     decisions = select(source.targets, source.heads, options.only, options.skip)
+    if options.keep_dense < 0:
+        raise ValueError(f"--keep-dense must be 0 or more, got {options.keep_dense}")
+    cover = coverage(calibration, len(source.tokenizer) if source.tokenizer is not None else None,
+                     held_out if options.evaluation else None)
     if not any(d.sparse for d in decisions):
         reasons = "; ".join(f"{d.target.name}: {d.reason}" for d in decisions) or "the model has no linear layers"
         raise ValueError(f"no layer can be made 2:4 sparse ({reasons})")
     reference = evaluate.dense_outputs(source, held_out)
     for p in source.model.parameters():
         p.requires_grad_(False)
-    outcome = Pruner(source, decisions, options.method, options.recover, options.show_progress).run(calibration.batches)
+    sensitive = sensitivity(source, decisions, calibration.batches, options.show_progress)
+    decisions = keep_dense(decisions, sensitive, options.keep_dense)
+    batches = list(calibration.batches)
+    if options.recover is not None and options.recover.augment and source.tokenizer is not None:
+        batches += augmented(calibration.batches, options.recover.augment, options.recover.replace_fraction,
+                             len(source.tokenizer), list(source.tokenizer.all_special_ids))
+    outcome = Pruner(source, decisions, options.method, options.recover, options.show_progress).run(batches)
 
     program = source.export()
     # The program's parameter names, with the values of the pruned module (a loaded .pt2 program still holds
@@ -99,9 +113,9 @@ def convert(options: ConvertOptions) -> ConvertResult:
             source_label=source.label, source_kind=source.kind, method=options.method,
             recover=None if options.recover is None else vars(options.recover).copy(),
             calibration=calibration, evaluation=scores, evaluation_is_calibration=options.evaluation is None,
-            layers=layer_rows(decisions, outcome, options.method, stored.layer_stored_bytes), dense_bytes=dense_bytes,
-            stored_bytes=stored_bytes, distil_loss=outcome.distil_loss,
-            extra=source.extra)
+            layers=layer_rows(decisions, outcome, options.method, stored.layer_stored_bytes, sensitive),
+            dense_bytes=dense_bytes, stored_bytes=stored_bytes, distil_loss=outcome.distil_loss,
+            extra=source.extra, coverage=cover, keep_dense=options.keep_dense)
         # the accuracy guard below measured the dequantized model (evaluate.written_outputs reads the file)
         report["quantization"] = quantization_report(options.quantize, weights, stored.quantized)
         report[cpu_agreement.REPORT_KEY] = cpu_agreement.scores(  # what each CPU precision would serve

@@ -21,9 +21,11 @@ from tqdm import tqdm
 from server.convert.calibration import Batch
 from server.convert.layers import Target
 from server.convert.methods import METHODS, LayerStats, output_error
-from server.convert.recover import RecoverOptions, distil, refit
+from server.convert.recover import RecoverOptions, distil, output_loss, refit, relative_mse
 from server.convert.selection import Decision
 from server.convert.sources import Source, forward
+
+NORMS = (nn.LayerNorm,)  # norm modules whose affine parameters recovery may train
 
 
 class _Stop(Exception):
@@ -115,8 +117,20 @@ class Pruner:
         return stats
 
     # -- one unit -------------------------------------------------------------------------------------------
+    def _others(self, targets: list[Target], unit: nn.Module) -> list[torch.Tensor]:
+        """What distillation trains besides the kept weights: the targets' biases, and the unit's norms."""
+        assert self.recover is not None
+        found = [b for t in targets if (b := _bias_of(self.source, t)) is not None]
+        if self.recover.train_norms:
+            found += [p for m in unit.modules() if isinstance(m, NORMS) for p in m.parameters(recurse=False)]
+        unique: dict[int, torch.Tensor] = {}
+        for p in found:
+            unique.setdefault(id(p), p)
+        return list(unique.values())
+
     def _prune_unit(self, name: str, run: Callable[[int], Any], masks_of: list[torch.Tensor | None],
-                    targets: list[Target], dense_outputs: list[torch.Tensor] | None, bar: tqdm) -> None:
+                    targets: list[Target], dense_outputs: list[torch.Tensor] | None, bar: tqdm,
+                    unit: nn.Module) -> None:
         count = len(masks_of)
         groups = self._groups(run, targets)
         called = {id(t) for g in groups for t in g}
@@ -146,10 +160,12 @@ class Pruner:
                 bar.update(1)
         if self.recover is not None and dense_outputs is not None and pending:
             weights = [t.param for t, _, _ in pending]
-            biases = [b for t, _, _ in pending if (b := _bias_of(self.source, t)) is not None]
+            targets_of = dense_outputs
             self.outcome.distil_loss[name] = distil(
-                lambda i: run(i), dense_outputs, [self.masks[t.weight_name] for t, _, _ in pending],
-                weights, biases, masks_of, self.recover)
+                run, lambda i, out: relative_mse(out, targets_of[i], masks_of[i]), count,
+                [self.masks[t.weight_name] for t, _, _ in pending], weights,
+                self._others([t for t, _, _ in pending], unit), self.recover.steps, self.recover.learning_rate,
+                f"distilling {name}", self.show_progress)
         for target, dense, stats in pending:
             final = target.param.detach()
             self.outcome.layers[target.weight_name] = LayerOutcome(
@@ -160,6 +176,10 @@ class Pruner:
     def run(self, batches: list[Batch]) -> PruneOutcome:
         start = time.perf_counter()
         token_masks = [b.token_mask for b in batches]
+        final_targets = None
+        if self.recover is not None and self.recover.final_steps > 0 and self.source.blocks:
+            with torch.no_grad():
+                final_targets = [forward(self.source, b.inputs) for b in batches]
         with tqdm(total=len(self.selected), desc="pruning layers", unit="layer", disable=not self.show_progress) as bar:
             remaining = list(self.selected)
             if self.source.blocks:
@@ -173,9 +193,25 @@ class Pruner:
                 if self.recover is not None:
                     with torch.no_grad():
                         dense = [run_model(i) for i in range(len(batches))]
-                self._prune_unit("model", run_model, token_masks, remaining, dense, bar)
+                self._prune_unit("model", run_model, token_masks, remaining, dense, bar, self.source.model)
+        if final_targets is not None:
+            self._final(batches, final_targets)
         self.outcome.seconds = time.perf_counter() - start
         return self.outcome
+
+    def _final(self, batches: list[Batch], targets: list[dict[str, torch.Tensor]]) -> None:
+        """Whole-model distillation on the model's outputs, every kept weight, bias and norm trainable at once."""
+        assert self.recover is not None
+
+        def loss_of(i: int, out: dict[str, torch.Tensor]) -> torch.Tensor:
+            return output_loss(out, targets[i], batches[i].token_mask)
+
+        pruned = [t for t in self.selected if t.weight_name in self.masks]
+        self.outcome.distil_loss["model"] = distil(
+            lambda i: forward(self.source, batches[i].inputs), loss_of, len(batches),
+            [self.masks[t.weight_name] for t in pruned], [t.param for t in pruned],
+            self._others(pruned, self.source.model), self.recover.final_steps, self.recover.final_learning_rate,
+            "distilling the whole model", self.show_progress)
 
     def _run_blocks(self, batches: list[Batch], token_masks: list[torch.Tensor | None], remaining: list[Target],
                     bar: tqdm) -> list[Target]:
@@ -211,7 +247,7 @@ class Pruner:
                 return _first(block(*args, **kwargs))
 
             if targets:
-                self._prune_unit(f"block {index}", run_block, token_masks, targets, dense_out, bar)
+                self._prune_unit(f"block {index}", run_block, token_masks, targets, dense_out, bar, block)
             with torch.no_grad():
                 pruned_out = [run_block(i) for i in range(len(batches))]
             dense_in = [_replace_hidden(a, k, o) for (a, k), o in zip(dense_in, dense_out, strict=True)]

@@ -29,10 +29,17 @@ def _bytes_of(shape: tuple[int, int], element: int, sparse: bool) -> int:
     return rows * cols // 2 * element + rows * cols // 8 if sparse else rows * cols * element
 
 
+IN_DISTRIBUTION = ("agreement measured on the calibration data itself overstates what other text will see; "
+                   "pass --evaluation with held-out text unlike the calibration")
+SAME_SOURCE = ("when the evaluation data comes from the calibration's own source, agreement overstates what "
+               "other inputs will see (bench/RESULTS.md: in- vs out-of-distribution)")
+
+
 def layer_rows(decisions: list[Decision], outcome: PruneOutcome, method: str,
-               stored: dict[str, int] | None = None) -> list[dict[str, Any]]:
+               stored: dict[str, int] | None = None,
+               sensitivity: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """One row per candidate layer; `stored`: bytes of each 2:4 layer as written (quantized layers differ from
-    the formula), by weight name."""
+    the formula), by weight name; `sensitivity`: agreement lost by pruning that layer alone."""
     rows = []
     for d in decisions:
         element = d.target.param.element_size()
@@ -44,6 +51,8 @@ def layer_rows(decisions: list[Decision], outcome: PruneOutcome, method: str,
             "fraction_zero": round(float((d.target.param == 0).float().mean()), 6),
             "relative_output_error": error,
             "calibration_rows": None if done is None else done.samples,
+            "sensitivity": None if sensitivity is None or d.target.weight_name not in sensitivity
+            else round(sensitivity[d.target.weight_name], 6),
             "dense_bytes": _bytes_of(d.target.shape, element, False),
             "stored_bytes": (stored or {}).get(d.target.weight_name, _bytes_of(d.target.shape, element, d.sparse)),
         })
@@ -53,7 +62,8 @@ def layer_rows(decisions: list[Decision], outcome: PruneOutcome, method: str,
 def build_report(*, source_label: str, source_kind: str, method: str, recover: dict[str, Any] | None,
                  calibration: Dataset, evaluation: dict[str, Any], evaluation_is_calibration: bool,
                  layers: list[dict[str, Any]], dense_bytes: int, stored_bytes: int,
-                 distil_loss: dict[str, list[float]], extra: dict[str, Any]) -> dict[str, Any]:
+                 distil_loss: dict[str, list[float]], extra: dict[str, Any], coverage: dict[str, Any] | None = None,
+                 keep_dense: int = 0) -> dict[str, Any]:
     versions = {"torch": torch.__version__, "twofour": __version__, "python": platform.python_version()}
     if source_kind == "huggingface":
         import transformers
@@ -64,8 +74,15 @@ def build_report(*, source_label: str, source_kind: str, method: str, recover: d
         "source": {"name": source_label, "kind": source_kind, **extra},
         "method": method,
         "recover": recover,
-        "calibration": {"data": calibration.label, "sha256": calibration.sha256, "samples": calibration.samples},
-        "evaluation": {**evaluation, "is_calibration_data": evaluation_is_calibration},
+        "calibration": {"data": calibration.label, "sha256": calibration.sha256, "samples": calibration.samples,
+                        **({"coverage": coverage} if coverage is not None else {})},
+        "evaluation": {**evaluation, "is_calibration_data": evaluation_is_calibration,
+                       "note": IN_DISTRIBUTION if evaluation_is_calibration else SAME_SOURCE},
+        "keep_dense": {"count": keep_dense,
+                       "layers": [r["name"] for r in layers if r["reason"].endswith("(--keep-dense)")],
+                       "extra_bytes": sum(r["dense_bytes"] - _bytes_of(tuple(r["shape"]), r["dense_bytes"] //
+                                                                       (r["shape"][0] * r["shape"][1]), True)
+                                          for r in layers if r["reason"].endswith("(--keep-dense)"))},
         "layers": layers,
         "totals": {"sparse_layers": sum(1 for r in layers if r["sparse"]),
                    "dense_layers": sum(1 for r in layers if not r["sparse"]),
@@ -87,14 +104,18 @@ def print_report(report: dict[str, Any], console: Console | None = None, seconds
         if not console.is_terminal:
             console.width = max(console.width, 140)  # logs and pipes: keep one layer per line
     table = Table(title=f"{report['source']['name']}: {report['method']} 2:4", show_lines=False)
-    for column in ("layer", "shape", "2:4", "zero", "rel. out err", "dense", "stored", "note"):
-        table.add_column(column, justify="right" if column in ("zero", "rel. out err", "dense", "stored") else "left")
+    numeric = ("zero", "rel. out err", "sensitivity", "dense", "stored")
+    for column in ("layer", "shape", "2:4", *numeric, "note"):
+        table.add_column(column, justify="right" if column in numeric else "left")
     for row in report["layers"]:
-        error = row["relative_output_error"]
+        error, alone = row["relative_output_error"], row.get("sensitivity")
         table.add_row(row["name"], "x".join(map(str, row["shape"])), "yes" if row["sparse"] else "no",
                       f"{row['fraction_zero']:.3f}", "-" if error is None else f"{error:.4f}",
+                      "-" if alone is None else f"{alone:.4f}",
                       _mib(row["dense_bytes"]), _mib(row["stored_bytes"]), row["reason"])
     console.print(table)
+    console.print("sensitivity: 1 - mean cosine to dense with only that layer 2:4 (Wanda, no recovery)")
+    _print_coverage(report, console)
     totals = report["totals"]
     evaluation = report["evaluation"]
     console.print(f"weights: {_mib(totals['dense_bytes'])} dense -> {_mib(totals['stored_bytes'])} stored "
@@ -103,10 +124,16 @@ def print_report(report: dict[str, Any], console: Console | None = None, seconds
     if quantization:
         console.print(f"2:4 values quantized to {quantization['storage_dtype']} with a float32 scale per row; "
                       "the figures below are for the dequantized model")
+    kept = report.get("keep_dense", {})
+    if kept.get("count"):
+        console.print(f"--keep-dense {kept['count']}: {', '.join(kept['layers'])} stay dense, "
+                      f"+{_mib(kept['extra_bytes'])} over 2:4")
     where = "calibration data" if evaluation.get("is_calibration_data") else evaluation["data"]
     for name, figures in evaluation["outputs"].items():
         console.print(f"{name} on {where} ({evaluation['samples']} samples): mean cosine {figures['mean_cosine']:.4f}, "
                       f"min {figures['min_cosine']:.4f}, max abs error {figures['max_abs_error']:.4g}")
+    if evaluation.get("note"):
+        console.print(f"[yellow]note:[/yellow] {evaluation['note']}")
     if "top1_agreement" in evaluation:
         console.print(f"top-1 agreement with dense: {evaluation['top1_agreement']:.2%}")
     if "accuracy" in evaluation:
@@ -115,3 +142,19 @@ def print_report(report: dict[str, Any], console: Console | None = None, seconds
         seconds = report.get("conversion", {}).get("seconds")
     if seconds is not None:
         console.print(f"took {seconds:.1f} s")
+
+
+def _print_coverage(report: dict[str, Any], console: Console) -> None:
+    cover = report["calibration"].get("coverage")
+    if not cover:
+        return
+    line = f"calibration {report['calibration']['data']}: {cover['samples']} samples"
+    if "tokens" in cover:
+        line += (f", {cover['tokens']} tokens ({cover['distinct_tokens']} distinct"
+                 + (f", {cover['vocabulary_coverage']:.1%} of the vocabulary" if "vocabulary_coverage" in cover else "")
+                 + f"), length {cover['length_min']}..{cover['length_max']} (median {cover['length_median']})")
+    if "evaluation_tokens_seen" in cover:
+        line += f"; {cover['evaluation_tokens_seen']:.1%} of evaluation tokens seen in calibration"
+    console.print(line)
+    for warning in cover["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {warning}")

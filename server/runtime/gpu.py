@@ -2,10 +2,10 @@
 
 Load: decompress the repository weights, cast to the compute dtype, move to the GPU, route every 2:4 linear
 through a SwitchLinear (gpu_layers), probe the model at each batch size the batcher can form (which also records
-the row count every layer sees), time dense vs 2:4 per layer at those rows (gpu_decision), convert the winners
-with `to_sparse_semi_structured`, then run every batch size once more with the final kernels, so the model is
-warm before it reports ready. `GpuRuntime` takes the device, kernel factory and timer as parameters: the same
-pipeline runs on CPU in the unit tests with a dense stand-in for the kernel and a deterministic timer.
+the row count every layer sees), time dense vs 2:4 per layer at those rows and convert the winners (gpu_plan,
+gpu_decision), then run every batch size once more with the final kernels, so the model is warm before it
+reports ready. `GpuRuntime` takes the device, kernel factory and timer as parameters: the same pipeline runs on
+CPU in the unit tests with a dense stand-in for the kernel and a deterministic timer.
 """
 
 from __future__ import annotations
@@ -24,20 +24,10 @@ from server.repository import PROGRAM_FILE, WEIGHTS_FILE
 from server.runtime.base import RuntimeDescription, example_shape
 from server.runtime.binding import call, config_dtype, make_binding, tensor_inputs
 from server.runtime.gpu_bucket_check import ModelTimer, check_buckets
-from server.runtime.gpu_choice import AliasTimer, layer_candidates, rank_alternatives
-from server.runtime.gpu_decision import (
-    DEFAULT_MARGIN,
-    DENSE,
-    SPARSE,
-    CachedTimer,
-    LayerDecision,
-    LayerShape,
-    Timer,
-    decide_layer,
-    format_table,
-)
+from server.runtime.gpu_decision import DEFAULT_MARGIN, CachedTimer, Timer, format_table
 from server.runtime.gpu_graphs import Capture, GraphBuckets
-from server.runtime.gpu_layers import QuantFactory, SparseFactory, SwitchLinear, install_switches
+from server.runtime.gpu_layers import QuantFactory, SparseFactory, install_switches
+from server.runtime.gpu_plan import LayerPlanner, first_line
 from server.runtime.gpu_report import describe_gpu_model
 from server.runtime.gpu_rules import batch_sizes, cuda_graphs_problem, sequence_length
 
@@ -60,8 +50,6 @@ class GpuRuntime:
         self._device, self._dtype, self._config = device, dtype, config
         program = load_program(version_dir / PROGRAM_FILE)
         weights = load_weights(version_dir / WEIGHTS_FILE)
-        self._quantized, self._quant_kernels = weights.quantized, dict(quant_kernels or {})
-        self._backend = backend
         self._binding = make_binding(program, config)
         self._out_dtypes = {t.name: config_dtype(t.data_type) for t in config.output}
         module = build_module(program, weights).to(device=device, dtype=dtype)
@@ -71,13 +59,14 @@ class GpuRuntime:
         self._batches = batch_sizes(config)
         rows = self._probe()
         probed = time.perf_counter()
+        planner = LayerPlanner(self._switches, weights.quantized, dict(quant_kernels or {}), device, dtype, backend)
         cached = CachedTimer(timer)
-        decisions = [self._decide(name, rows.get(name, {}), cached, backend, keep_dense, margin)
+        decisions = [planner.decide(name, rows.get(name, {}), cached, keep_dense, margin)
                      for name in sorted(weights.sparse)]
         measured = time.perf_counter()
         check = keep_dense and capture is not None  # whole-model check per bucket, which needs both weights
         for decision in decisions:
-            self._apply(decision, sparse_factory, keep_dense, release=not check)
+            planner.apply(decision, sparse_factory, keep_dense, release=not check)
         if hasattr(timer, "clear"):
             timer.clear()
         self._probe()  # warmup with the final kernels, before the registry marks the model READY
@@ -146,7 +135,7 @@ class GpuRuntime:
                 with torch.inference_mode():
                     self._graphs = GraphBuckets(forward, examples, capture)
             except RuntimeError as exc:
-                problem = f"capture failed: {_first_line(exc)}"
+                problem = f"capture failed: {first_line(exc)}"
                 log.warning("%s: CUDA graphs off, serving eagerly (%s)", self._config.name, problem)
             finally:
                 if self._device.type == "cuda":
@@ -163,63 +152,6 @@ class GpuRuntime:
     def _device_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {n: t.to(self._device, self._dtype) if t.is_floating_point() else t.to(self._device)
                 for n, t in batch.items()}
-
-    def _decide(self, name: str, rows: dict[int, int], timer: Timer, backend: str, keep_dense: bool,
-                margin: float) -> LayerDecision:
-        switch = self._switches.get(name)
-        if switch is None:
-            return LayerDecision(name, LayerShape(0, 0), "dense", "not used by a linear call in the program")
-        shape = LayerShape(switch.out_features, switch.in_features)
-        layer = self._quantized.get(name)
-        candidates, problems = layer_candidates(shape, self._dtype, self._backend,
-                                                None if layer is None else layer.scheme, list(self._quant_kernels))
-        if not candidates:
-            return LayerDecision(name, shape, DENSE, "; ".join(problems.values()) or "no 2:4 kernel")
-        try:
-            ranking = rank_alternatives(shape, list(rows.values()), timer, candidates, problems)
-            if ranking.best is None:
-                reason = "; ".join(ranking.dropped.values())
-                decision = decide_layer(name, shape, rows, timer, keep_dense, margin, reason or None)
-            else:
-                decision = decide_layer(name, shape, rows, AliasTimer(timer, ranking.best), keep_dense, margin)
-                decision.alternative = ranking.best
-            decision.ranking = ranking.as_dict()
-            return decision
-        except RuntimeError as exc:  # a kernel refusing a shape our rules allow: that layer stays dense, and says why
-            return LayerDecision(name, shape, DENSE, f"2:4 kernel failed while timing: {_first_line(exc)}")
-
-    def _apply(self, decision: LayerDecision, factory: SparseFactory, keep_dense: bool, release: bool) -> None:
-        switch = self._switches.get(decision.layer)
-        if switch is None:
-            return
-        sparse_rows = set(decision.sparse_rows())
-        if sparse_rows:
-            try:
-                switch.attach_sparse(self._factory_for(decision, factory))
-                self._prepare(switch, [b.rows for b in decision.buckets])
-            except RuntimeError as exc:  # conversion of the real weight failed: serve it dense, record why
-                decision.kernel, decision.reason = DENSE, f"2:4 conversion failed: {_first_line(exc)}"
-                for bucket in decision.buckets:
-                    bucket.kernel = DENSE
-                sparse_rows = set()
-        switch.choose([b.rows for b in decision.buckets], sparse_rows, keep_dense, release)
-        if self._device.type == "cuda":
-            torch.cuda.empty_cache()
-
-    def _factory_for(self, decision: LayerDecision, factory: SparseFactory) -> SparseFactory:
-        """fp16 2:4 builds from the device weight; FP8/INT8 kernels from the codes and scales as stored."""
-        if decision.alternative == SPARSE:
-            return factory
-        build, layer = self._quant_kernels[decision.alternative], self._quantized[decision.layer]
-        return lambda _weight, bias: build(layer, bias)
-
-    def _prepare(self, switch: SwitchLinear, rows: list[int]) -> None:
-        """Per-bucket cuSPARSELt algorithm search (cached per process) for kernels that have one."""
-        prepare = getattr(switch.sparse, "prepare", None)
-        if prepare is None:
-            return
-        for count in rows:
-            prepare(count, torch.randn(count, switch.in_features, device=self._device, dtype=self._dtype))
 
     # -- serving ---------------------------------------------------------------------------------------
     def infer(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -239,11 +171,11 @@ class GpuRuntime:
             if self._device.type == "cuda":
                 torch.cuda.empty_cache()
             raise ServingError(ErrorKind.INTERNAL, f"GPU out of memory running a batch of {rows} rows; "
-                                                   f"lower max_batch_size ({_first_line(exc)})") from None
+                                                   f"lower max_batch_size ({first_line(exc)})") from None
         except RuntimeError as exc:  # torch.AcceleratorError is a RuntimeError
             if type(exc).__name__ == "AcceleratorError" or any(word in str(exc) for word in CUDA_WORDS):
                 raise ServingError(ErrorKind.INTERNAL, f"GPU execution failed for this batch of {rows} rows: "
-                                                       f"{_first_line(exc)}") from None
+                                                       f"{first_line(exc)}") from None
             raise
 
     def describe(self) -> RuntimeDescription:
@@ -255,11 +187,6 @@ class GpuRuntime:
         self._switches = {}
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
 
 
 def create(version_dir: Path, config: mc.ModelConfig, device: str = "cuda", dtype: str = "auto",

@@ -10,8 +10,9 @@ raw bytes, to the server's own grpc.aio server on a private Unix socket, with th
 token of repository control), deadline and cancellation, so those keep exactly the in-process semantics.
 
 Run by the server (grpc_front_process.py), never by hand: `python -m server.transport.grpc_front --address ...`.
-It prints one JSON line, `{"port": N}` once bound or `{"error": "..."}`, and exits when told (SIGTERM: stop
-accepting, finish in-flight calls within the grace) or when its parent server process is gone.
+It prints one JSON line, `{"port": N}` once bound or `{"error": "..."}`, and exits when told (SIGTERM, sent after
+the server's drain: stop accepting, end the clients' connections so nothing can end CANCELLED, then stop gRPC
+within the grace) or when its parent server process is gone.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 import grpc
 
+from server.transport.grpc_drain import close_public_port
 from server.transport.grpc_frames import CALL, CANCEL, OK, REPLY, CoalescingWriter, pack, read_frame
 
 FAST_METHOD = "/inference.GRPCInferenceService/ModelInfer"
@@ -204,6 +206,7 @@ async def serve(args: argparse.Namespace) -> int:
             await asyncio.wait_for(stop.wait(), timeout=1.0)
         except TimeoutError:
             pass
+    close_public_port(port)  # the server has drained: end the clients' connections first (grpc_drain.py)
     await server.stop(grace=args.grace_secs)
     await channel.close()
     return 0

@@ -22,6 +22,7 @@ from server.transport.grpc import MESSAGE_HEADROOM, server_options
 from tests.hardening.soak_probe import rss_mib
 from tests.hardening.wire import Http, error_text, raw_exchange
 from tests.support.models import build_slow_model
+from tests.support.numerics import SLOW
 from tests.support.server import ServerProcess
 
 
@@ -66,7 +67,7 @@ def test_requests_beyond_the_in_flight_bound_are_shed_and_admitted_ones_are_corr
         assert "limit of 2 requests in flight" in message, message
         assert "UNAVAILABLE" in message or "503" in message or "retry later" in message
     for out in done:
-        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+        SLOW.assert_close(out, expected)
     assert not isinstance(_infer("grpc", server, x[:1]), str)  # capacity is back once the burst is over
 
 
@@ -90,7 +91,7 @@ def test_a_body_that_stalls_gets_408_and_its_connection_closed(bounded) -> None:
     with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as sock:
         sock.sendall(b"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n\r\n" + b" " * 100)
         start = time.monotonic()
-        np.testing.assert_allclose(_infer("http", server, x), expected, rtol=1e-5, atol=1e-6)  # others are served
+        SLOW.assert_close(_infer("http", server, x), expected)  # others are served
         chunks = []
         while chunk := sock.recv(65536):  # until the server closes; a hang raises socket.timeout
             chunks.append(chunk)

@@ -21,6 +21,7 @@ from tests.hardening.conftest import MAX_BYTES, MAX_ELEMENTS
 from tests.hardening.tally import tried
 from tests.hardening.test_codec_properties import grpc_requests, json_values
 from tests.hardening.wire import assert_still_correct, error_text, raw_exchange
+from tests.support.numerics import SMALL_MLP
 
 WIRE = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 # not "broken": its 503 is the server's state, not the request; texty and classifier: see test_wire_fuzz_bytes.py
@@ -187,7 +188,7 @@ def test_grpc_stream_survives_garbage_then_serves(hard_server, hard_modules, cha
     expected = hard_modules["mlp"](__import__("torch").from_numpy(x)).detach().numpy()
     for reply in by_id["good"]:
         out = np.frombuffer(reply.infer_response.raw_output_contents[0], np.float32).reshape(1, 4)
-        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+        SMALL_MLP.assert_close(out, expected)
     for name in ("bad1", "bad2", "bad3"):
         assert by_id[name][0].error_message
 

@@ -12,6 +12,7 @@ import torch
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
+from tests.support.numerics import SMALL_MLP
 from tests.support.server import ServerProcess
 
 
@@ -89,10 +90,10 @@ def assert_still_correct(server: ServerProcess, mlp: torch.nn.Module, rows: int 
     h = httpclient.InferenceServerClient(server.http_url)
     t = httpclient.InferInput("INPUT0", [rows, 16], "FP32")
     t.set_data_from_numpy(x, binary_data=True)
-    np.testing.assert_allclose(h.infer("mlp", [t]).as_numpy("OUTPUT0"), expected, rtol=1e-5, atol=1e-6)
+    SMALL_MLP.assert_close(h.infer("mlp", [t]).as_numpy("OUTPUT0"), expected)
     g = grpcclient.InferenceServerClient(server.grpc_url)
     t = grpcclient.InferInput("INPUT0", [rows, 16], "FP32")
     t.set_data_from_numpy(x)
-    np.testing.assert_allclose(g.infer("mlp", [t]).as_numpy("OUTPUT0"), expected, rtol=1e-5, atol=1e-6)
+    SMALL_MLP.assert_close(g.infer("mlp", [t]).as_numpy("OUTPUT0"), expected)
     h.close()
     g.close()

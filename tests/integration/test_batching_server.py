@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.bursts import burst as support_burst
 from tests.support.models import write_model
+from tests.support.numerics import SMALL_MLP
 from tests.support.server import ServerProcess
 
 
@@ -49,7 +50,7 @@ def test_concurrent_requests_are_merged_and_split_back(server: ServerProcess,
     outputs = asyncio.run(main())
     with torch.inference_mode():
         for x, y in zip(inputs, outputs, strict=True):
-            np.testing.assert_allclose(y, modules["mlp_batched"](torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-6)
+            SMALL_MLP.assert_close(y, modules["mlp_batched"](torch.from_numpy(x)).numpy())
     inf1, exe1 = batch_counts(server, "mlp_batched")
     assert inf1 - inf0 == sum(x.shape[0] for x in inputs)
     assert exe1 - exe0 < len(inputs)  # 2 ms queue delay and 24 requests in flight: some were merged

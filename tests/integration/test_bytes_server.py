@@ -29,6 +29,7 @@ from tritonclient.utils import InferenceServerException
 
 from server.transport.grpc_front_command import native_binary
 from tests.support.models import CLASSIFIER_LABELS, build_bytes_repository
+from tests.support.numerics import SMALL_MLP
 from tests.support.server import ServerProcess
 
 LIMIT = 8 * 1024 * 1024  # --max-request-bytes: a 10 MB string is over it
@@ -82,7 +83,7 @@ def test_classification_over_http_binary_and_json(server: ServerProcess,
     logits = served_logits(server)
     with torch.inference_mode():
         expected = repo[1]["classifier"](torch.from_numpy(X)).numpy()
-    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-5)  # fp32 GEMMs, summation order may differ
+    SMALL_MLP.assert_close(logits, expected)  # fp32 GEMMs, summation order may differ (numerics.py)
     with httpclient.InferenceServerClient(server.http_url) as client:
         tensor = httpclient.InferInput("INPUT0", list(X.shape), "FP32")
         tensor.set_data_from_numpy(X)
@@ -149,7 +150,7 @@ def test_text_to_a_model_without_tokenizer_is_refused_on_every_path(server: Serv
             client.infer("classifier", [x, text])
         assert info.value.status() == "400" and "'text'" in info.value.message()
     with torch.inference_mode():
-        np.testing.assert_allclose(served, repo[1]["texty"](torch.from_numpy(X)).numpy(), rtol=1e-5, atol=1e-5)
+        SMALL_MLP.assert_close(served, repo[1]["texty"](torch.from_numpy(X)).numpy())
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
         with pytest.raises(InferenceServerException) as info:
             client.infer("texty", grpc_text(SENTENCES))

@@ -1,5 +1,6 @@
 """MNIST end to end: train an MLP on real digits -> export -> `twofour convert` with each method -> serve ->
-tritonclient accuracy equals the pruned torch model's exactly and stays within 1.0 point of dense."""
+tritonclient accuracy equals the pruned torch model's exactly; one-shot methods stay within 1.0 point of dense,
+SparseGPT with --recover (refit + distillation, as the bundled model is built) within 0.3 points."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from server.sparsity import is_2_4
 from tests.support.server import ROOT, ServerProcess
 
 METHODS = ("magnitude", "wanda", "sparsegpt")
+RECOVER_FLAGS = ["--recover", "--recover-steps", "600", "--recover-lr", "1e-3", "--augment", "0"]  # bundled's
+WITHIN = {"magnitude": 1.0, "wanda": 1.0, "sparsegpt": 0.3}  # points of accuracy from dense
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +59,8 @@ def converted(mnist_case: dict, tmp_path_factory: pytest.TempPathFactory) -> dic
     # The third goes through the real command line.
     code = cli_main(["convert", str(mnist_case["work"] / "mlp.pt2"), "--name", "mnist_sparsegpt",
                      "--output-repository", str(repo), "--calibration", str(mnist_case["calibration"]),
-                     "--calibration-samples", "256", "--evaluation", str(mnist_case["evaluation"]), "--quiet"])
+                     "--calibration-samples", "256", "--evaluation", str(mnist_case["evaluation"]), "--quiet",
+                     *RECOVER_FLAGS])
     assert code == 0
     reports["sparsegpt"] = json.loads((repo / "mnist_sparsegpt" / "1" / REPORT_FILE).read_text())
     return {"repo": repo, "reports": reports}
@@ -109,7 +113,7 @@ def test_served_accuracy_equals_pruned_torch_and_is_close_to_dense(
     dense, pruned = accuracy(dense_logits, y), accuracy(pruned_logits, y)
     for protocol in ("grpc", "http"):
         assert accuracy(served_logits(server, f"mnist_{method}", x, protocol), y) == pruned
-    assert abs(dense - pruned) <= 1.0, (dense, pruned)
+    assert abs(dense - pruned) <= WITHIN[method], (dense, pruned)
     report = converted["reports"][method]
     assert report["evaluation"]["accuracy"] == pytest.approx(pruned, abs=1e-3)
     assert report["evaluation"]["dense_accuracy"] == pytest.approx(dense, abs=1e-3)
@@ -154,7 +158,7 @@ def test_conversion_in_another_process_is_byte_identical(mnist_case: dict, conve
     result = subprocess.run(
         [sys.executable, "-m", "server", "convert", str(mnist_case["work"] / "mlp.pt2"), "--name", "mnist_sparsegpt",
          "--output-repository", str(tmp_path), "--calibration", str(mnist_case["calibration"]),
-         "--calibration-samples", "256", "--evaluation", str(mnist_case["evaluation"]), "--quiet"],
+         "--calibration-samples", "256", "--evaluation", str(mnist_case["evaluation"]), "--quiet", *RECOVER_FLAGS],
         capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert re.search(r"took \d+\.\d s", result.stdout), result.stdout  # the wall time is printed, not stored

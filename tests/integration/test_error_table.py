@@ -17,6 +17,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.support.models import EMBED_CONFIG, MLP_CONFIG, Embed, SmallMLP, write_model
+from tests.support.numerics import SMALL_MLP
 from tests.support.server import ServerProcess, running_server
 
 
@@ -49,10 +50,10 @@ def still_serves(server: ServerProcess, mlp: torch.nn.Module) -> None:
     g = grpcclient.InferenceServerClient(server.grpc_url)
     try:
         tensor = httpclient.InferInput("INPUT0", [2, 16], "FP32").set_data_from_numpy(x)
-        np.testing.assert_allclose(h.infer("mlp", [tensor]).as_numpy("OUTPUT0"), want, rtol=1e-5, atol=1e-6)
+        SMALL_MLP.assert_close(h.infer("mlp", [tensor]).as_numpy("OUTPUT0"), want)
         tensor = grpcclient.InferInput("INPUT0", [2, 16], "FP32")
         tensor.set_data_from_numpy(x)
-        np.testing.assert_allclose(g.infer("mlp", [tensor]).as_numpy("OUTPUT0"), want, rtol=1e-5, atol=1e-6)
+        SMALL_MLP.assert_close(g.infer("mlp", [tensor]).as_numpy("OUTPUT0"), want)
     finally:
         h.close()
         g.close()

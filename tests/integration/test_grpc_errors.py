@@ -16,6 +16,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from tests.support.numerics import SMALL_MLP
 from tests.support.server import ServerProcess
 
 TOKEN = "s3cret-token"
@@ -42,7 +43,7 @@ def still_serves(client: grpcclient.InferenceServerClient, module: torch.nn.Modu
     data = np.random.default_rng(5).standard_normal((2, 16)).astype(np.float32)
     out = client.infer("mlp", [fp32_input(data)]).as_numpy("OUTPUT0")
     with torch.inference_mode():
-        np.testing.assert_allclose(out, module(torch.from_numpy(data)).numpy(), rtol=1e-5, atol=1e-6)
+        SMALL_MLP.assert_close(out, module(torch.from_numpy(data)).numpy())
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.transport.grpc_front_command import NATIVE_NAME, native_binary
 from tests.support.models import write_model
+from tests.support.numerics import SMALL_MLP
 from tests.support.server import ServerProcess, free_port
 
 TOKEN = "front-secret"
@@ -72,7 +73,7 @@ def infer(url: str, module: torch.nn.Module) -> None:
     request = grpcclient.InferInput("INPUT0", [3, 16], "FP32")
     request.set_data_from_numpy(x)
     out = client.infer("mlp", [request]).as_numpy("OUTPUT0")
-    np.testing.assert_allclose(out, module(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    SMALL_MLP.assert_close(out, module(torch.from_numpy(x)).detach().numpy())
 
 
 @pytest.fixture()
@@ -119,7 +120,7 @@ def http_infer(url: str, module: torch.nn.Module) -> None:
     x = np.random.default_rng(1).standard_normal((2, 16)).astype(np.float32)
     request = httpclient.InferInput("INPUT0", [2, 16], "FP32").set_data_from_numpy(x)
     out = client.infer("mlp", [request]).as_numpy("OUTPUT0")
-    np.testing.assert_allclose(out, module(torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    SMALL_MLP.assert_close(out, module(torch.from_numpy(x)).detach().numpy())
 
 
 def test_a_killed_front_is_restarted_on_the_same_port(

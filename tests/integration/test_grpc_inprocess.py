@@ -32,6 +32,7 @@ from server.settings import Settings
 from server.transport.grpc import create_grpc_server
 from tests.support.gated import GatedRuntime
 from tests.support.models import EMBED_CONFIG, MLP_CONFIG, Embed, SmallMLP, write_model
+from tests.support.numerics import SMALL_MLP
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def test_cancelled_request_is_dropped_before_it_runs(repository: tuple[Path, tor
         assert reply.id == "first"
         out = np.frombuffer(reply.raw_output_contents[0], np.float32).reshape(2, 4)
         with torch.inference_mode():
-            np.testing.assert_allclose(out, module(torch.from_numpy(data)).numpy(), rtol=1e-5, atol=1e-6)
+            SMALL_MLP.assert_close(out, module(torch.from_numpy(data)).numpy())
         with pytest.raises(asyncio.CancelledError):
             await second
         stats = dataplane.statistics("mlp")[0][2]

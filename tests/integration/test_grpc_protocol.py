@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from tests.support.numerics import SMALL_MLP
 from tests.support.server import ServerProcess
 
 RNG = np.random.default_rng(11)
@@ -78,11 +79,9 @@ def test_infer_matches_the_torch_model_and_echoes_the_id(client: grpcclient.Infe
     result = client.infer("mlp", [fp32_input(data)], request_id="req-42", priority=1, timeout=10_000_000,
                           parameters={"custom": "ok", "n": 3, "flag": True})  # unknown parameters are accepted
     assert result.get_response().id == "req-42" and result.get_response().model_version == "1"
-    np.testing.assert_allclose(result.as_numpy("OUTPUT0"), torch_out(modules["mlp"], data).numpy(),
-                               rtol=1e-5, atol=1e-6)
+    SMALL_MLP.assert_close(result.as_numpy("OUTPUT0"), torch_out(modules["mlp"], data).numpy())
     batched = client.infer("mlp_batched", [fp32_input(data)], model_version="1")
-    np.testing.assert_allclose(batched.as_numpy("OUTPUT0"), torch_out(modules["mlp_batched"], data).numpy(),
-                               rtol=1e-5, atol=1e-6)
+    SMALL_MLP.assert_close(batched.as_numpy("OUTPUT0"), torch_out(modules["mlp_batched"], data).numpy())
 
 
 def test_every_dtype_and_requested_outputs(client: grpcclient.InferenceServerClient,
@@ -119,7 +118,7 @@ def test_typed_contents_are_accepted(stub: pb_grpc.GRPCInferenceServiceStub,
     reply = stub.ModelInfer(request)
     assert reply.id == "typed" and reply.outputs[0].datatype == "FP32" and list(reply.outputs[0].shape) == [2, 4]
     out = np.frombuffer(reply.raw_output_contents[0], np.float32).reshape(2, 4)
-    np.testing.assert_allclose(out, torch_out(modules["mlp"], data).numpy(), rtol=1e-5, atol=1e-6)
+    SMALL_MLP.assert_close(out, torch_out(modules["mlp"], data).numpy())
 
 
 def test_a_message_above_grpc_default_4mib_reaches_the_server(client: grpcclient.InferenceServerClient) -> None:
@@ -182,8 +181,8 @@ def test_stream_survives_an_error_in_the_middle(server: ServerProcess,
     assert len(errors) == 2
     assert any("shape [1, 3]" in e for e in errors) and any("no_such_model" in e for e in errors)
     for i in range(8):
-        np.testing.assert_allclose(results[f"ok-{i}"].as_numpy("OUTPUT0"),
-                                   torch_out(modules["mlp_batched"], data[i]).numpy(), rtol=1e-5, atol=1e-6)
+        SMALL_MLP.assert_close(results[f"ok-{i}"].as_numpy("OUTPUT0"),
+                               torch_out(modules["mlp_batched"], data[i]).numpy())
 
 
 def test_repository_index_lists_ready_and_broken_models(client: grpcclient.InferenceServerClient) -> None:

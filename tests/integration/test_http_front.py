@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from server.transport.grpc_front_command import NATIVE_NAME, native_binary
+from tests.support.numerics import SMALL_MLP
 from tests.support.server import ServerProcess
 
 Response = tuple[int, dict[str, str], bytes]
@@ -127,11 +128,9 @@ def test_one_connection_mixes_native_and_relayed_requests_in_order(fronts: dict[
                        request_bytes("GET", "/v2/models/mlp"), json_infer(X, model="nope"), json_infer(X))
     assert [status for status, _, _ in answers] == [200, 200, 200, 404, 200]
     header_length = int(answers[1][1]["inference-header-content-length"])
-    np.testing.assert_allclose(np.frombuffer(answers[1][2][header_length:], np.float32).reshape(want.shape), want,
-                               rtol=1e-5, atol=1e-6)
+    SMALL_MLP.assert_close(np.frombuffer(answers[1][2][header_length:], np.float32).reshape(want.shape), want)
     assert json.loads(answers[2][2])["name"] == "mlp"
-    np.testing.assert_allclose(np.array(json.loads(answers[4][2])["outputs"][0]["data"]).reshape(want.shape), want,
-                               rtol=1e-5, atol=1e-6)
+    SMALL_MLP.assert_close(np.array(json.loads(answers[4][2])["outputs"][0]["data"]).reshape(want.shape), want)
 
 
 def test_requests_the_front_does_not_answer_itself_are_still_answered(fronts: dict[str, ServerProcess],
@@ -147,8 +146,7 @@ def test_requests_the_front_does_not_answer_itself_are_still_answered(fronts: di
     answers = exchange(fronts["native"], compressed, chunked, plain, request_bytes("GET", "/v2/health/live"))
     assert [status for status, _, _ in answers] == [200, 200, 200, 200]
     for _, _, payload in answers[:3]:
-        np.testing.assert_allclose(np.array(json.loads(payload)["outputs"][0]["data"]).reshape(want.shape), want,
-                                   rtol=1e-5, atol=1e-6)
+        SMALL_MLP.assert_close(np.array(json.loads(payload)["outputs"][0]["data"]).reshape(want.shape), want)
     old, = exchange(fronts["native"], plain.replace(b"HTTP/1.1", b"HTTP/1.0", 1))
     assert old[0] == 200 and json.loads(old[2])["model_name"] == "mlp"
 

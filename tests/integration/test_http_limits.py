@@ -18,6 +18,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.support.models import build_slow_model, build_test_repository
+from tests.support.numerics import SLOW
 from tests.support.server import ServerProcess
 
 LIMIT = 2 * 1024 * 1024
@@ -160,7 +161,7 @@ def test_client_disconnect_drops_the_queued_request(limited) -> None:  # type: i
     results = [request.get_result(timeout=120).as_numpy("OUTPUT0") for request in busy]
     with torch.inference_mode():
         want = modules["slow"](torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(results[0], want, rtol=1e-4, atol=1e-5)
+    SLOW.assert_close(results[0], want)
     deadline = time.monotonic() + 10
     while slow_stats(client)["fail"] == before["fail"] and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -18,6 +18,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.support.models import build_slow_model, build_test_repository
+from tests.support.numerics import SLOW, SMALL_MLP
 from tests.support.server import ServerProcess
 
 
@@ -72,7 +73,7 @@ def drain_under_sigterm(server: ServerProcess, module: torch.nn.Module) -> None:
         assert ready.value.code == 503 and b"shutting down" in ready.value.read()
         http.close()
         for future in futures:
-            np.testing.assert_allclose(future.result(timeout=120), expected, rtol=1e-5, atol=1e-6)
+            SLOW.assert_close(future.result(timeout=120), expected)
     assert server.process.wait(60) == 0
 
 
@@ -95,7 +96,7 @@ def test_explicit_mode_loads_and_unloads_on_request(tmp_path: Path) -> None:
         tensor = httpclient.InferInput("INPUT0", [1, 16], "FP32")
         tensor.set_data_from_numpy(x)
         out = http.infer("mlp", [tensor]).as_numpy("OUTPUT0")
-        np.testing.assert_array_equal(out, modules["mlp"](torch.from_numpy(x)).detach().numpy())
+        SMALL_MLP.assert_close(out, modules["mlp"](torch.from_numpy(x)).detach().numpy())
     finally:
         assert server.stop() == 0
 
@@ -143,7 +144,7 @@ def test_grpc_client_deadline_is_deadline_exceeded_and_work_is_dropped(
             with torch.inference_mode():
                 expected = module(torch.from_numpy(heavy)).numpy()
             for future in busy:
-                np.testing.assert_allclose(future.result(timeout=120), expected, rtol=1e-5, atol=1e-6)
+                SLOW.assert_close(future.result(timeout=120), expected)
         assert client.infer("slow", [small]).as_numpy("OUTPUT0").shape == (1, 1024)
         deadline = time.monotonic() + 10
         while stats()[2] == before[2] and time.monotonic() < deadline:

@@ -17,6 +17,7 @@ import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
+from tests.support.numerics import SMALL_MLP
 from tests.support.server import ServerProcess
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -52,8 +53,8 @@ def test_request_metrics_move_with_real_requests(server: ServerProcess, modules:
     h_in.set_data_from_numpy(x)
     expected = modules["mlp"](torch.from_numpy(x)).detach().numpy()
     for _ in range(2):
-        np.testing.assert_allclose(grpc_client.infer("mlp", [g_in]).as_numpy("OUTPUT0"), expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(http_client.infer("mlp", [h_in]).as_numpy("OUTPUT0"), expected, rtol=1e-5, atol=1e-6)
+        SMALL_MLP.assert_close(grpc_client.infer("mlp", [g_in]).as_numpy("OUTPUT0"), expected)
+    SMALL_MLP.assert_close(http_client.infer("mlp", [h_in]).as_numpy("OUTPUT0"), expected)
     bad = grpcclient.InferInput("INPUT0", [1, 5], "FP32")
     bad.set_data_from_numpy(np.zeros((1, 5), np.float32))
     with pytest.raises(InferenceServerException):

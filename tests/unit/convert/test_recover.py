@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from server.convert.methods import magnitude, output_error
-from server.convert.recover import RecoverOptions, distil, refit
+from server.convert.recover import distil, refit, relative_mse
 from server.sparsity import is_2_4
 from tests.unit.convert.test_methods import correlated_layer, stats_of
 
@@ -40,10 +40,21 @@ def test_distil_lowers_the_loss_and_keeps_the_mask() -> None:
     inputs = [torch.randn(32, 64) for _ in range(8)]
     with torch.no_grad():
         targets = [dense(x) for x in inputs]
-    losses = distil(lambda i: sparse(inputs[i]), targets, list(masks), [sparse[0].weight, sparse[2].weight],
-                    [sparse[0].bias, sparse[2].bias], [None] * 8, RecoverOptions(epochs=5, learning_rate=1e-3))
-    assert losses[-1] < 0.8 * losses[0]
+    losses = distil(lambda i: sparse(inputs[i]), lambda i, out: relative_mse(out, targets[i], None), 8, list(masks),
+                    [sparse[0].weight, sparse[2].weight], [sparse[0].bias, sparse[2].bias], steps=40,
+                    learning_rate=1e-3)
+    assert len(losses) == 5 and losses[-1] < 0.8 * losses[0]
     for layer, mask in zip((sparse[0], sparse[2]), masks, strict=True):
         assert not bool(layer.weight[~mask].ne(0).any()) and is_2_4(layer.weight)
         assert not bool(torch.signbit(layer.weight[~mask]).any())
         assert not layer.weight.requires_grad
+
+
+def test_relative_mse_ignores_padding_rows() -> None:
+    target = torch.ones(2, 3, 4)
+    output = target.clone()
+    output[1, 2] = 100.0  # a padding position: must not count
+    keep = torch.tensor([[True, True, True], [True, True, False]])
+    assert float(relative_mse(output, target, keep)) == 0.0
+    output[0, 0] = 0.0  # a real token off by 1 in each of 4 features, over 5 real tokens x 4 features
+    assert abs(float(relative_mse(output, target, keep)) - 4 / 20) < 1e-6

@@ -29,13 +29,13 @@ def write_encoder(directory: Path) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)
-    vocab = directory / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n", encoding="utf-8")
+    # The vocabulary as a dict: transformers 5 ignores `vocab_file=` here and would map every word to [UNK].
+    vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
     torch.manual_seed(0)
     config = BertConfig(vocab_size=5 + len(WORDS), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=128, max_position_embeddings=64)
     BertModel(config, add_pooling_layer=False).save_pretrained(str(directory))
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(str(directory))
+    BertTokenizerFast(vocab=vocab).save_pretrained(str(directory))
     return directory
 
 

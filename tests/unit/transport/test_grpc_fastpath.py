@@ -30,6 +30,7 @@ from server.transport.grpc_fastpath import FastPath, code_number
 from server.transport.grpc_frames import CALL, CANCEL, HEADER, REPLY, Frame, pack
 from tests.support.gated import GatedRuntime
 from tests.support.models import EMBED_CONFIG, MLP_CONFIG, Embed, SmallMLP, write_model
+from tests.support.numerics import SMALL_MLP
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +144,7 @@ def test_calls_answer_by_id_refusals_at_once_and_a_cancelled_call_never_runs(
     assert replies[1].status == 0 and first.id == "first"
     with torch.inference_mode():
         expected = module(torch.from_numpy(data)).numpy()
-    np.testing.assert_allclose(np.frombuffer(first.raw_output_contents[0], np.float32).reshape(2, 4), expected,
-                               rtol=1e-5, atol=1e-6)
+    SMALL_MLP.assert_close(np.frombuffer(first.raw_output_contents[0], np.float32).reshape(2, 4), expected)
     assert replies[3].status == code_number(grpc.StatusCode.INVALID_ARGUMENT)
     assert "ModelInfer is not a valid protobuf message" in replies[3].payload.decode()
     assert replies[4].status == code_number(grpc.StatusCode.NOT_FOUND)
