@@ -26,6 +26,7 @@ from server.runtime.cpu_precision import (
     requested_precision,
 )
 from server.runtime.cpu_trace import batch_forward
+from server.text.names import REQUIRED_INPUTS
 
 log = logging.getLogger("twofour.runtime.cpu")
 
@@ -79,13 +80,26 @@ def sample_shape(config: mc.ModelConfig) -> list[int]:
     return [min(rows, MAX_SAMPLE_ROWS), SAMPLE_LENGTH]
 
 
+def sample_inputs(config: mc.ModelConfig) -> set[str]:
+    """The inputs a sample batch sends: the required ones; for a text model, whose token inputs are all optional
+    (a request sends text or tokens), the ones a token request must send (`text_required_inputs`), else all."""
+    inputs = tensor_inputs(config)
+    required = {t.name for t in inputs if not t.optional}
+    if required:
+        return required
+    if REQUIRED_INPUTS in config.parameters:
+        return {n for n in config.parameters[REQUIRED_INPUTS].string_value.split(",") if n}
+    return {t.name for t in inputs}
+
+
 def sample_batch(config: mc.ModelConfig, binding: Binding, shape: list[int]) -> dict[str, torch.Tensor]:
     """Required inputs at `shape`: floats standard normal (seeded), integers and bools one (a valid token id,
     a mask that keeps every position, an index into any table)."""
     generator = torch.Generator().manual_seed(0)
     batch = {}
+    wanted = sample_inputs(config)
     for tensor in tensor_inputs(config):  # BYTES inputs (text) are tokenized before a batch reaches the program
-        if tensor.optional:
+        if tensor.name not in wanted:
             continue  # filled with zeros by the binding, as in serving
         dims = example_shape(config, tensor, *shape)
         dtype = config_dtype(tensor.data_type)
