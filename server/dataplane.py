@@ -139,9 +139,8 @@ class DataPlane:
         """
         arrival = time.perf_counter_ns()
         if self.shutting_down:
-            refused = unavailable("server is shutting down; no new inference requests are accepted")
-            refused.close_connection = True  # type: ignore[attr-defined]  # HTTP: no reuse of a closing server
-            raise refused
+            raise ServingError(ErrorKind.UNAVAILABLE, "server is shutting down; no new inference requests are "
+                               "accepted", close_connection=True)  # HTTP: no reuse of a closing server
         entry, loaded = self.registry.resolve(request.model_name, request.model_version)
         config = entry.config
         assert config is not None

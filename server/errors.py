@@ -55,10 +55,14 @@ STATUS: dict[ErrorKind, Status] = {
 class ServingError(Exception):
     """The only exception the transports translate; anything else becomes INTERNAL."""
 
-    def __init__(self, kind: ErrorKind, message: str) -> None:
+    close_connection = False  # HTTP: the connection must not be reused (unread body bytes, a closing server)
+
+    def __init__(self, kind: ErrorKind, message: str, close_connection: bool | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        if close_connection is not None:
+            self.close_connection = close_connection
 
     @property
     def status(self) -> Status:

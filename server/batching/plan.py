@@ -58,6 +58,12 @@ def plan_batch(ordered: Iterable[Entry], now_ns: int, max_batch: int, preferred:
             break
     if not chosen:
         return Plan()
+    return settle(chosen, full, preferred_len, now_ns, delay_ns)
+
+
+def settle(chosen: list[Entry], full: bool, preferred_len: int, now_ns: int, delay_ns: int) -> Plan:
+    """Triton's ending, shared by both rules: a full batch runs; else the largest preferred prefix; else all of
+    it once the oldest chosen request has waited `delay_ns`; else wait until then."""
     if full:
         return Plan(chosen)
     if preferred_len:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from server.batching.plan import Entry, Plan
+from server.batching.plan import Entry, Plan, settle
 
 WINDOW_PER_ROW = 4  # candidates looked at per max_batch_size row: bounds the work per decision on a long queue
 
@@ -55,11 +55,4 @@ def plan_padded_batch(ordered: Iterable[Entry], now_ns: int, max_batch: int, pre
             preferred_len = len(chosen)
         if rows >= max_batch:
             full = True
-    if full:
-        return Plan(chosen)
-    if preferred_len:
-        return Plan(chosen[:preferred_len])
-    due = min(e.item.queue_start_ns for e in chosen) + delay_ns
-    if due <= now_ns:
-        return Plan(chosen)
-    return Plan([], due)
+    return settle(chosen, full, preferred_len, now_ns, delay_ns)

@@ -117,18 +117,3 @@ def to_strings(array: np.ndarray, name: str) -> list[str]:
             raise invalid(f"output {name!r}: BYTES element {index} is not valid UTF-8, which JSON cannot carry; "
                           "request it as binary (outputs[].parameters.binary_data = true)") from None
     return out
-
-
-def utf8_texts(array: np.ndarray, name: str) -> list[str]:
-    """The elements of a decoded BYTES input as text, for a tokenizer; bytes that are not UTF-8 are a 400.
-
-    Binary paths carry any bytes (BYTES is bytes), so text preprocessing must check: the message names the input,
-    the element and the byte offset where decoding failed."""
-    out: list[str] = []
-    for index, value in enumerate(array.reshape(-1).tolist()):
-        try:
-            out.append(value.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise invalid(f"input {name!r}: BYTES element {index} is not valid UTF-8 text (byte {exc.start}: "
-                          f"{exc.reason})") from None
-    return out

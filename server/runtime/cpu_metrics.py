@@ -9,48 +9,36 @@ disappear with the model without bookkeeping:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
-from server.runtime.gpu_metrics import Entries
+from server.runtime.scrape_collector import Families, VersionFactsCollector
 
 LABELS = ["model", "version", "precision"]
 
 
-def _families() -> dict[str, GaugeMetricFamily]:
-    return {
-        "chosen": GaugeMetricFamily("twofour_cpu_precision",
-                                    "1 for the CPU precision the model version runs at, 0 for the other candidates",
-                                    labels=LABELS),
-        "speedup": GaugeMetricFamily("twofour_cpu_precision_speedup",
-                                     "Measured fp32 time / this precision's time at load, on the model's batch shape",
-                                     labels=LABELS),
-        "cosine": GaugeMetricFamily("twofour_cpu_precision_min_cosine",
-                                    "Lowest per-row cosine of this precision's outputs to fp32's at load",
-                                    labels=LABELS),
-    }
+class CpuPrecisionCollector(VersionFactsCollector):
+    def families(self) -> Families:
+        return {
+            "chosen": GaugeMetricFamily("twofour_cpu_precision",
+                                        "1 for the CPU precision the model version runs at, 0 for the other "
+                                        "candidates", labels=LABELS),
+            "speedup": GaugeMetricFamily("twofour_cpu_precision_speedup",
+                                         "Measured fp32 time / this precision's time at load, on the model's batch "
+                                         "shape", labels=LABELS),
+            "cosine": GaugeMetricFamily("twofour_cpu_precision_min_cosine",
+                                        "Lowest per-row cosine of this precision's outputs to fp32's at load",
+                                        labels=LABELS),
+        }
 
-
-class CpuPrecisionCollector(Collector):
-    def __init__(self, registry: Entries) -> None:
-        self._registry = registry
-
-    def describe(self) -> list[GaugeMetricFamily]:
-        return list(_families().values())
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        families = _families()
-        for entry in self._registry.entries():
-            for number, loaded in sorted(entry.versions.items()):
-                decision = loaded.description.details.get("cpu_precision")
-                if not decision:
-                    continue
-                for candidate in decision.get("candidates", []):
-                    labels = [entry.name, str(number), candidate["precision"]]
-                    families["chosen"].add_metric(labels, 1.0 if candidate["precision"] == decision["chosen"] else 0.0)
-                    if candidate.get("speedup") is not None:
-                        families["speedup"].add_metric(labels, float(candidate["speedup"]))
-                    families["cosine"].add_metric(labels, float(candidate["min_cosine"]))
-        yield from families.values()
+    def add_version(self, families: Families, model: str, version: str, details: dict[str, Any]) -> None:
+        decision = details.get("cpu_precision")
+        if not decision:
+            return
+        for candidate in decision.get("candidates", []):
+            labels = [model, version, candidate["precision"]]
+            families["chosen"].add_metric(labels, 1.0 if candidate["precision"] == decision["chosen"] else 0.0)
+            if candidate.get("speedup") is not None:
+                families["speedup"].add_metric(labels, float(candidate["speedup"]))
+            families["cosine"].add_metric(labels, float(candidate["min_cosine"]))

@@ -10,49 +10,35 @@ registers it once:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
-from server.registry import ModelEntry
+from server.runtime.scrape_collector import Families, VersionFactsCollector
 
 LAYER_LABELS = ["model", "version", "layer", "batch"]
 
 
-class Entries(Protocol):
-    def entries(self) -> list[ModelEntry]: ...
+class GpuCollector(VersionFactsCollector):
+    def families(self) -> Families:
+        return {
+            "kernel": GaugeMetricFamily("twofour_layer_sparse_kernel",
+                                        "1 when the 2:4 layer runs on the sparse kernel at this batch size, 0 when "
+                                        "dense", labels=LAYER_LABELS),
+            "speedup": GaugeMetricFamily("twofour_layer_sparse_speedup",
+                                         "Measured dense time / 2:4 time for the layer at this batch size (at load)",
+                                         labels=LAYER_LABELS),
+            "memory": GaugeMetricFamily("twofour_gpu_torch_memory_bytes",
+                                        "GPU memory held by this process's PyTorch allocator: allocated or reserved",
+                                        labels=["device", "kind"]),
+        }
 
+    def add_version(self, families: Families, model: str, version: str, details: dict[str, Any]) -> None:
+        for layer in details.get("layers", []):
+            _add_layer(families, model, version, layer)
 
-def _families() -> dict[str, GaugeMetricFamily]:
-    return {
-        "kernel": GaugeMetricFamily("twofour_layer_sparse_kernel",
-                                    "1 when the 2:4 layer runs on the sparse kernel at this batch size, 0 when dense",
-                                    labels=LAYER_LABELS),
-        "speedup": GaugeMetricFamily("twofour_layer_sparse_speedup",
-                                     "Measured dense time / 2:4 time for the layer at this batch size (at load)",
-                                     labels=LAYER_LABELS),
-        "memory": GaugeMetricFamily("twofour_gpu_torch_memory_bytes",
-                                    "GPU memory held by this process's PyTorch allocator: allocated or reserved",
-                                    labels=["device", "kind"]),
-    }
-
-
-class GpuCollector(Collector):
-    def __init__(self, registry: Entries) -> None:
-        self._registry = registry
-
-    def describe(self) -> list[GaugeMetricFamily]:
-        return list(_families().values())
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        families = _families()
-        for entry in self._registry.entries():
-            for number, loaded in sorted(entry.versions.items()):
-                for layer in loaded.description.details.get("layers", []):
-                    _add_layer(families, entry.name, str(number), layer)
+    def extra(self, families: Families) -> None:
         if torch.cuda.is_available() and torch.cuda.is_initialized():  # never create a CUDA context to scrape
             for index in range(torch.cuda.device_count()):
                 try:
@@ -62,10 +48,9 @@ class GpuCollector(Collector):
                     continue
                 for kind, value in held:
                     families["memory"].add_metric([str(index), kind], float(value))
-        yield from families.values()
 
 
-def _add_layer(families: dict[str, GaugeMetricFamily], model: str, version: str, layer: dict[str, Any]) -> None:
+def _add_layer(families: Families, model: str, version: str, layer: dict[str, Any]) -> None:
     for bucket in layer.get("buckets", []):
         labels = [model, version, layer["layer"], str(bucket["batch"])]
         families["kernel"].add_metric(labels, 1.0 if bucket["kernel"] == "sparse" else 0.0)

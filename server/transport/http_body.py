@@ -28,8 +28,7 @@ class BodyTooLarge(ServingError):
     """413 for a body cut off mid-stream; `close_connection` when unread bytes remain on the socket."""
 
     def __init__(self, message: str, close_connection: bool = False) -> None:
-        super().__init__(ErrorKind.TOO_LARGE, message)
-        self.close_connection = close_connection
+        super().__init__(ErrorKind.TOO_LARGE, message, close_connection)
 
 
 class BodyTimeout(ServingError):

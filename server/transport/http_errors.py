@@ -28,7 +28,7 @@ JSON = "application/json"
 def error_body(error: ServingError) -> tuple[bytes, bool]:
     """The `{"error": ...}` body, and whether the connection must close (unread request bytes remain); the uvicorn
     route and the native front's HTTP replies (http_frames.py) both answer with it."""
-    return dumps({"error": error.message}), bool(getattr(error, "close_connection", False))
+    return dumps({"error": error.message}), error.close_connection
 
 
 def error_response(error: ServingError) -> Response:

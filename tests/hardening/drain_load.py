@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -90,18 +91,8 @@ async def _grpc_client(url: str, x: np.ndarray, expected: np.ndarray, outcomes: 
     client = grpcaio.InferenceServerClient(url)
     tensor = InferInput("pixels", list(x.shape), "FP32")
     tensor.set_data_from_numpy(x)
-    try:
-        while time.monotonic() < outcomes.stop_at:
-            try:
-                result = await client.infer(MODEL, [tensor], client_timeout=30)
-            except Exception as exc:  # noqa: BLE001 - every outcome is classified and counted
-                name, text = _classify_grpc(exc)
-                outcomes.add(name, text)
-                await asyncio.sleep(0.02)
-                continue
-            outcomes.add("OK" if close(result.as_numpy("output"), expected) else "WRONG")
-    finally:
-        await client.close()
+    await _until_stopped(lambda: client.infer(MODEL, [tensor], client_timeout=30), _classify_grpc, client,
+                         expected, outcomes, close)
 
 
 async def _http_client(url: str, x: np.ndarray, expected: np.ndarray, outcomes: Outcomes,
@@ -112,12 +103,20 @@ async def _http_client(url: str, x: np.ndarray, expected: np.ndarray, outcomes: 
     client = httpaio.InferenceServerClient(url, conn_timeout=30)
     tensor = InferInput("pixels", list(x.shape), "FP32")
     tensor.set_data_from_numpy(x, binary_data=True)
+    await _until_stopped(lambda: client.infer(MODEL, [tensor], timeout=30), _classify_http, client,
+                         expected, outcomes, close)
+
+
+async def _until_stopped(infer: Callable[[], Any], classify: Callable[[Exception], tuple[str, str]],
+                         client: Any, expected: np.ndarray, outcomes: Outcomes,
+                         close: Callable[[np.ndarray, np.ndarray], bool]) -> None:
+    """One client's loop, either protocol: infer until the window ends, counting every outcome."""
     try:
         while time.monotonic() < outcomes.stop_at:
             try:
-                result = await client.infer(MODEL, [tensor], timeout=30)
+                result = await infer()
             except Exception as exc:  # noqa: BLE001 - every outcome is classified and counted
-                name, text = _classify_http(exc)
+                name, text = classify(exc)
                 outcomes.add(name, text)
                 await asyncio.sleep(0.02)
                 continue

@@ -32,6 +32,21 @@ def modules(model_repository: tuple[Path, dict[str, torch.nn.Module]]) -> dict[s
     return model_repository[1]
 
 
+@pytest.fixture(scope="session")
+def mnist_case(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A dense MNIST MLP trained once (the bundled recipe, 6 epochs), exported, with its calibration and
+    evaluation files: {"work" (holds mlp.pt2), "model", "test_x", "test_y", "calibration", "evaluation"}."""
+    from server.convert import bundled
+
+    work = tmp_path_factory.mktemp("mnist")
+    train_x, train_y, test_x, test_y = bundled.mnist()
+    model = bundled.train(train_x, train_y, epochs=6)
+    bundled.export(model, work / "mlp.pt2")
+    calibration, evaluation = bundled.write_data(work)
+    return {"work": work, "model": model, "test_x": test_x, "test_y": test_y, "calibration": calibration,
+            "evaluation": evaluation}
+
+
 MINILM_DATA = Path(__file__).resolve().parents[2] / "bench" / "data"
 
 
@@ -72,6 +87,16 @@ def text_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.support.text_models import build_text_repository
 
     return build_text_repository(tmp_path_factory.mktemp("text_repo"))
+
+
+@pytest.fixture(scope="session")
+def text_server(text_repository: Path) -> Iterator[ServerProcess]:
+    """One server over the text repository for every module that only sends it requests."""
+    process = ServerProcess(text_repository, timeout=120.0)
+    try:
+        yield process
+    finally:
+        assert process.stop() == 0, process.output()
 
 
 @pytest.fixture(scope="session")

@@ -27,10 +27,8 @@ SCHEMES = ("none", "fp8", "int8")
 
 
 @pytest.fixture(scope="module")
-def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("text") / "held_out.txt"
-    path.write_text("\n".join((DATA / "heldout.txt").read_text(encoding="utf-8").splitlines()[:16]) + "\n")
-    return path
+def held_out(minilm_held_out: Path) -> Path:
+    return minilm_held_out
 
 
 @pytest.fixture(scope="module")

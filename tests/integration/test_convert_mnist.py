@@ -33,17 +33,6 @@ RECOVER_FLAGS = ["--recover", "--recover-steps", "600", "--recover-lr", "1e-3", 
 WITHIN = {"magnitude": 1.0, "wanda": 1.0, "sparsegpt": 0.3}  # points of accuracy from dense
 
 
-@pytest.fixture(scope="module")
-def mnist_case(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    work = tmp_path_factory.mktemp("mnist")
-    train_x, train_y, test_x, test_y = bundled.mnist()
-    model = bundled.train(train_x, train_y, epochs=6)
-    bundled.export(model, work / "mlp.pt2")
-    calibration, evaluation = bundled.write_data(work)
-    return {"work": work, "model": model, "test_x": test_x, "test_y": test_y, "calibration": calibration,
-            "evaluation": evaluation}
-
-
 def options(case: dict, repo: Path, method: str, **extra: object) -> ConvertOptions:
     settings: dict = {"calibration_samples": 256, "show_progress": False, **extra}
     return ConvertOptions(source=case["work"] / "mlp.pt2", name=f"mnist_{method}", output_repository=repo,

@@ -31,13 +31,10 @@ REDUCTION_ATOL = 1e-3
 
 
 @pytest.fixture(scope="module")
-def case(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    work = tmp_path_factory.mktemp("mnist_q")
-    train_x, train_y, test_x, test_y = bundled.mnist()
-    model = bundled.train(train_x, train_y, epochs=4)
-    bundled.export(model, work / "mlp.pt2")
-    calibration, evaluation = bundled.write_data(work)
-    repo = work / "repo"
+def case(mnist_case: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    work, test_x, test_y = mnist_case["work"], mnist_case["test_x"], mnist_case["test_y"]
+    calibration, evaluation = mnist_case["calibration"], mnist_case["evaluation"]
+    repo = tmp_path_factory.mktemp("mnist_q") / "repo"
     reports = {}
     for scheme in ("none", "fp8"):
         reports[scheme] = convert(ConvertOptions(

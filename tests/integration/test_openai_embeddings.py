@@ -11,8 +11,6 @@ import base64
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,12 +25,8 @@ LINES = (DATA / "heldout.txt").read_text(encoding="utf-8").splitlines()
 
 
 @pytest.fixture(scope="module")
-def server(text_repository: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(text_repository, timeout=120.0)
-    try:
-        yield process
-    finally:
-        assert process.stop() == 0, process.output()
+def server(text_server: ServerProcess) -> ServerProcess:
+    return text_server
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,12 +21,8 @@ LINES = (DATA / "prose.txt").read_text(encoding="utf-8").splitlines()[:12] + [
 
 
 @pytest.fixture(scope="module")
-def server(text_repository: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(text_repository, timeout=120.0)
-    try:
-        yield process
-    finally:
-        assert process.stop() == 0, process.output()
+def server(text_server: ServerProcess) -> ServerProcess:
+    return text_server
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

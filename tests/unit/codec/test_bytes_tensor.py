@@ -153,12 +153,6 @@ def test_grpc_request_encoder_round_trips_bytes() -> None:
     assert again.inputs[0].data.tolist() == RAW.tolist()
 
 
-def test_utf8_texts_for_tokenizers_name_the_bad_element() -> None:
-    assert bytes_tensor.utf8_texts(utf8(TEXTS), "text") == TEXTS.reshape(-1).tolist()
-    with pytest.raises(ServingError, match=r"input 'text': BYTES element 0 is not valid UTF-8 text \(byte 0: "):
-        bytes_tensor.utf8_texts(RAW, "text")
-
-
 def test_more_strings_than_a_request_may_carry_is_413_before_any_decoding() -> None:
     count = bytes_tensor.MAX_ELEMENTS + 1
     framed = b"\0\0\0\0" * count
