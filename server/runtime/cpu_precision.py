@@ -1,21 +1,24 @@
-"""CPU precisions for the dense path: the exported graph's linear layers rewritten to run in bf16 or int8.
+"""CPU precisions for the dense path: the exported graph rewritten to run in bf16 (all of it) or int8 (its linears).
 
-Why only the linear layers: they are where a transformer or an MLP spends its time (MiniLM at 128 tokens: ~95% of
-the multiply-adds), and everything else (layer norms, softmax, GELU, attention's score matmuls, pooling) stays in
-fp32, so the model keeps its fp32 numerics where they are fragile and its boundary dtypes are untouched: a linear's
-input is cast down inside the layer and its output cast back to the input's dtype. Integer inputs (token ids,
-masks) never meet a cast.
+- bf16: the whole graph in bfloat16. Floating parameters, buffers and constants are stored in bf16, floating inputs
+  are cast on entry, every op that names float32 (a mask cast, a `full`) names bfloat16 instead, and floating outputs
+  are cast back to float32, so the model's boundary dtypes are untouched and integer inputs (token ids, masks) never
+  meet a cast. Why the whole graph and not only the linears: on the exported MiniLM (32 x 128 tokens, 2 threads,
+  avx512_bf16 without AMX) linear-only bf16 ran 1.40x fp32 and the whole graph 1.87x: the casts in and out of every
+  linear and the fp32 layer norms, GELUs, softmaxes and residual adds (memory-bound, twice the bytes) ate most of
+  the GEMM's gain. The fragile reductions stay accurate anyway: torch's CPU layer norm, softmax and sums accumulate
+  bf16 in fp32. Agreement is measured against fp32 at load like every candidate (cpu_choice.py); MiniLM's sentence
+  embeddings kept cosine 0.99996 mean / 0.99995 min. GEMMs run on oneDNN's avx512_bf16 / AMX kernels where the CPU
+  has them; where it has neither, bf16 is emulated and slower, which auto's timing sees.
+- int8: only the linear layers, per-output-channel symmetric int8 weights, activations quantised dynamically at each
+  call (fbgemm's `quantized::linear_dynamic`: one scale per call over the whole activation tensor, 7-bit range on
+  x86 so the u8 x s8 multiply-adds cannot saturate); the rest of the graph stays fp32. Per-channel weights are what
+  keep MiniLM's agreement: per-tensor weights (torch.ao's default dynamic qconfig) lost far more. Measured
+  alternatives (bench/RESULTS.md, "CPU precision"): weight-only int8 (`aten._weight_int8pack_mm`, bf16 activations)
+  and per-token activations through `torch._int_mm` agreed as well but ran slower than fp32 here, so they are not
+  offered.
 
-- bf16: weights and bias stored in bfloat16, the GEMM in bfloat16 (oneDNN's avx512_bf16 / AMX kernels where the
-  CPU has them; where it has neither, bf16 is emulated and slower, which auto's timing sees).
-- int8: per-output-channel symmetric int8 weights, activations quantised dynamically at each call (fbgemm's
-  `quantized::linear_dynamic`: one scale per call over the whole activation tensor, 7-bit range on x86 so the
-  u8 x s8 multiply-adds cannot saturate). Per-channel weights are what keep MiniLM's agreement: per-tensor weights
-  (torch.ao's default dynamic qconfig) lost far more. Measured alternatives (bench/RESULTS.md, "CPU precision"):
-  weight-only int8 (`aten._weight_int8pack_mm`, bf16 activations) and per-token activations through `torch._int_mm`
-  agreed as well but ran slower than fp32 here, so they are not offered.
-
-The rewrite works on the GraphModule `ExportedProgram.module()` returns: each `aten.linear` whose weight is a 2-D
+Both rewrite the GraphModule `ExportedProgram.module()` returns; for int8 each `aten.linear` whose weight is a 2-D
 floating parameter of the module becomes a call to a small submodule holding the converted weights. The result still
 traces into TorchScript (cpu_trace.py) like the fp32 graph.
 """
@@ -82,18 +85,6 @@ def disallowed(report_path: Path) -> set[str]:
     return {p for p, figures in section.items() if isinstance(figures, dict) and figures.get("allowed") is False}
 
 
-class Bf16Linear(torch.nn.Module):
-    """y = linear(x) with the GEMM in bfloat16, y in x's dtype."""
-
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-        super().__init__()
-        self.weight = torch.nn.Buffer(weight.detach().to(torch.bfloat16).contiguous())
-        self.bias = None if bias is None else torch.nn.Buffer(bias.detach().to(torch.bfloat16).contiguous())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
-
-
 class Int8Linear(torch.nn.Module):
     """y = linear(x) with per-channel int8 weights and dynamically quantised activations (fbgemm), y in x's dtype."""
 
@@ -113,7 +104,7 @@ class Int8Linear(torch.nn.Module):
         return y.reshape(*x.shape[:-1], y.shape[-1]).to(x.dtype)
 
 
-LAYERS: dict[str, type[torch.nn.Module]] = {"bf16": Bf16Linear, "int8": Int8Linear}
+LAYERS: dict[str, type[torch.nn.Module]] = {"int8": Int8Linear}
 
 
 def int8_available() -> bool:
@@ -132,23 +123,36 @@ def _attribute(module: torch.nn.Module, node: torch.fx.Node | object) -> torch.T
     return value if isinstance(value, torch.Tensor) else None
 
 
-def convert(module: torch.nn.Module, precision: str) -> int:
-    """Rewrite `module`'s linear layers to `precision` in place (pass a fresh `build_module`, not one in use);
-    returns how many were converted. fp32, or a module that is not an FX graph, is left as it is (0)."""
-    if precision == "fp32" or not isinstance(module, torch.fx.GraphModule):
-        return 0
-    layer_type = LAYERS[precision]
-    converted = module
-    count = 0
-    for node in list(converted.graph.nodes):
+def _linears(module: torch.fx.GraphModule) -> list[tuple[torch.fx.Node, torch.Tensor, torch.Tensor | None]]:
+    """The graph's `aten.linear` nodes whose weight (and bias, if any) are floating attributes of the module."""
+    found = []
+    for node in module.graph.nodes:
         if node.op != "call_function" or node.target is not torch.ops.aten.linear.default:
             continue
-        weight = _attribute(converted, node.args[1])
-        bias = _attribute(converted, node.args[2]) if len(node.args) > 2 else None
+        weight = _attribute(module, node.args[1])
+        bias = _attribute(module, node.args[2]) if len(node.args) > 2 else None
         if weight is None or weight.dim() != 2 or not weight.is_floating_point():
             continue
         if len(node.args) > 2 and node.args[2] is not None and bias is None:
-            continue  # a bias computed in the graph: leave the layer in fp32
+            continue  # a bias computed in the graph: leave the layer as it is
+        found.append((node, weight, bias))
+    return found
+
+
+def convert(module: torch.nn.Module, precision: str) -> int:
+    """Rewrite `module` to `precision` in place (pass a fresh `build_module`, not one in use); returns how many
+    linear layers now run at it. fp32, or a module that is not an FX graph, is left as it is (0)."""
+    if precision == "fp32" or not isinstance(module, torch.fx.GraphModule):
+        return 0
+    if precision == "bf16":
+        count = len(_linears(module))
+        if count:
+            _graph_to_bf16(module)
+        return count
+    layer_type = LAYERS[precision]
+    converted = module
+    count = 0
+    for node, weight, bias in _linears(converted):
         name = f"_cpu_{precision}_linear_{count}"
         converted.add_submodule(name, layer_type(weight, bias))
         with converted.graph.inserting_after(node):
@@ -161,6 +165,45 @@ def convert(module: torch.nn.Module, precision: str) -> int:
     converted.recompile()
     _drop_unused_attributes(converted)
     return count
+
+
+def _float32_meta(node: object) -> bool:
+    value = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
+    return isinstance(value, torch.Tensor) and value.dtype == torch.float32
+
+
+def _graph_to_bf16(module: torch.fx.GraphModule) -> None:
+    """The whole graph in bfloat16, its float32 inputs and outputs unchanged (see the module docstring)."""
+    graph = module.graph
+    module.to(torch.bfloat16)  # parameters and buffers
+    for node in graph.nodes:  # constants the export lifted into plain tensor attributes
+        if node.op == "get_attr":
+            owner_path, _, leaf = str(node.target).rpartition(".")
+            owner = module.get_submodule(owner_path) if owner_path else module
+            value = getattr(owner, leaf, None)
+            if isinstance(value, torch.Tensor) and value.dtype == torch.float32:
+                setattr(owner, leaf, value.to(torch.bfloat16))
+
+    def bf16(arg: object) -> object:
+        return torch.bfloat16 if arg is torch.float32 else arg
+
+    for node in list(graph.nodes):
+        if node.op == "placeholder" and _float32_meta(node):
+            with graph.inserting_after(node):
+                cast = graph.call_function(torch.ops.aten._to_copy.default, (node,), {"dtype": torch.bfloat16})
+            node.replace_all_uses_with(cast, delete_user_cb=lambda user, cast=cast: user is not cast)
+        elif node.op == "call_function":
+            node.args = tuple(bf16(a) for a in node.args)
+            node.kwargs = {k: bf16(v) for k, v in node.kwargs.items()}
+        elif node.op == "output":
+            def back(value: object, output: torch.fx.Node = node) -> object:
+                if not _float32_meta(value):
+                    return value
+                with graph.inserting_before(output):
+                    return graph.call_function(torch.ops.aten._to_copy.default, (value,), {"dtype": torch.float32})
+            node.args = (torch.fx.node.map_arg(node.args[0], back),)
+    graph.lint()
+    module.recompile()
 
 
 def _drop_unused_attributes(module: torch.fx.GraphModule) -> None:
