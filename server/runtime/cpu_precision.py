@@ -25,6 +25,7 @@ traces into TorchScript (cpu_trace.py) like the fp32 graph.
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from pathlib import Path
@@ -172,6 +173,13 @@ def _float32_meta(node: object) -> bool:
     return isinstance(value, torch.Tensor) and value.dtype == torch.float32
 
 
+def _back_to_float32(graph: torch.fx.Graph, value: torch.fx.Node) -> torch.fx.Node:
+    """An output node cast back to float32 when it was float32 before the rewrite."""
+    if not _float32_meta(value):
+        return value
+    return graph.call_function(torch.ops.aten._to_copy.default, (value,), {"dtype": torch.float32})
+
+
 def _graph_to_bf16(module: torch.fx.GraphModule) -> None:
     """The whole graph in bfloat16, its float32 inputs and outputs unchanged (see the module docstring)."""
     graph = module.graph
@@ -196,12 +204,8 @@ def _graph_to_bf16(module: torch.fx.GraphModule) -> None:
             node.args = tuple(bf16(a) for a in node.args)
             node.kwargs = {k: bf16(v) for k, v in node.kwargs.items()}
         elif node.op == "output":
-            def back(value: object, output: torch.fx.Node = node) -> object:
-                if not _float32_meta(value):
-                    return value
-                with graph.inserting_before(output):
-                    return graph.call_function(torch.ops.aten._to_copy.default, (value,), {"dtype": torch.float32})
-            node.args = (torch.fx.node.map_arg(node.args[0], back),)
+            with graph.inserting_before(node):
+                node.args = (torch.fx.node.map_arg(node.args[0], functools.partial(_back_to_float32, graph)),)
     graph.lint()
     module.recompile()
 
