@@ -21,15 +21,12 @@ from tqdm import tqdm
 from server.convert.calibration import Batch
 from server.convert.layers import Target
 from server.convert.methods import METHODS, LayerStats, output_error
+from server.convert.passes import call_groups, first_block_inputs, layer_stats
 from server.convert.recover import RecoverOptions, distil, output_loss, refit, relative_mse
 from server.convert.selection import Decision
 from server.convert.sources import Source, forward
 
 NORMS = (nn.LayerNorm,)  # norm modules whose affine parameters recovery may train
-
-
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass once the statistics it needs are collected."""
 
 
 @dataclass
@@ -74,48 +71,6 @@ class Pruner:
             return x[mask]
         return x.reshape(-1, x.shape[-1])
 
-    def _groups(self, run: Callable[[int], Any], targets: list[Target]) -> list[list[Target]]:
-        """Layers in call order, grouped by the exact input tensor they read (one pass on batch 0)."""
-        seen: list[tuple[Target, torch.Tensor]] = []
-        handles = [t.hook.register_forward_pre_hook(
-            lambda m, args, t=t: seen.append((t, args[0])) if all(s[0] is not t for s in seen) else None)
-            for t in targets]
-        try:
-            with torch.no_grad():
-                run(0)
-        finally:
-            for h in handles:
-                h.remove()
-        groups: list[list[tuple[Target, torch.Tensor]]] = []
-        for target, x in seen:
-            for group in groups:
-                if group[0][1] is x:
-                    group.append((target, x))
-                    break
-            else:
-                groups.append([(target, x)])
-        return [[t for t, _ in g] for g in groups]
-
-    def _stats(self, run: Callable[[int], Any], count: int, target: Target) -> LayerStats:
-        stats = LayerStats.empty(target.shape[1])
-
-        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-            stats.add(self._rows(args[0]))
-            raise _Stop
-
-        handle = target.hook.register_forward_pre_hook(hook)
-        try:
-            with torch.no_grad():
-                for i in tqdm(range(count), desc=f"calibrating {target.name}", unit="batch", leave=False,
-                              disable=not self.show_progress):
-                    try:
-                        run(i)
-                    except _Stop:
-                        pass
-        finally:
-            handle.remove()
-        return stats
-
     # -- one unit -------------------------------------------------------------------------------------------
     def _others(self, targets: list[Target], unit: nn.Module) -> list[torch.Tensor]:
         """What distillation trains besides the kept weights: the targets' biases, and the unit's norms."""
@@ -132,14 +87,14 @@ class Pruner:
                     targets: list[Target], dense_outputs: list[torch.Tensor] | None, bar: tqdm,
                     unit: nn.Module) -> None:
         count = len(masks_of)
-        groups = self._groups(run, targets)
+        groups = call_groups(run, targets)
         called = {id(t) for g in groups for t in g}
         pending: list[tuple[Target, torch.Tensor, LayerStats | None]] = []
         for target in targets:
             if id(target) not in called:  # never reached by the calibration data: stats-free methods only
                 pending.append((target, target.param.detach().clone(), None))
         for group in groups:
-            group_stats = self._stats(run, count, group[0])
+            group_stats = layer_stats(run, count, group[0], self._rows, self.show_progress)
             for target in group:
                 dense = target.param.detach().clone()
                 pruned = self.method(dense, group_stats)
@@ -215,22 +170,7 @@ class Pruner:
 
     def _run_blocks(self, batches: list[Batch], token_masks: list[torch.Tensor | None], remaining: list[Target],
                     bar: tqdm) -> list[Target]:
-        captured: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
-
-        def catch(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            captured.append((args, kwargs))
-            raise _Stop
-
-        handle = self.source.blocks[0].register_forward_pre_hook(catch, with_kwargs=True)
-        try:
-            with torch.no_grad():
-                for batch in tqdm(batches, desc="calibration inputs", unit="batch", disable=not self.show_progress):
-                    try:
-                        forward(self.source, batch.inputs)
-                    except _Stop:
-                        pass
-        finally:
-            handle.remove()
+        captured = first_block_inputs(self.source, batches, self.show_progress)
         dense_in = list(captured)
         pruned_in = list(captured)
         for index, block in enumerate(self.source.blocks):
