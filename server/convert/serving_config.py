@@ -2,7 +2,11 @@
 
 - Hugging Face encoders pad: `pad_to_longest` names the attention mask (server/batching/ragged.py), so requests of
   different token counts share batches under `max_batch_tokens` and `max_padding_fraction`, written out so an
-  operator sees and tunes them.
+  operator sees and tunes them. They also get `ENCODER_INSTANCES` (2) instances sharing the model's threads
+  (server/batching/threads.py: 2 x 1 on 2 cores): one sentence per request at c=16 makes batches of a few short
+  rows, on which one GEMM's 2 threads wait for each other more than they compute; two batches of 1 thread each at
+  once served 224-250 sentences/s against one instance's 160 (bench/RESULTS.md, "Text embeddings", session 8), the
+  same at 32 x 128. The instances share one module: no extra weights in memory.
 - A `model_warmup` (server/warmup.py) for the shapes the converter expects: one row and a full batch. For sequence
   models both at WARMUP_LENGTH tokens (the length the converter calibrates and evaluates at), a full batch being
   as many rows as the token budget allows; for fixed-shape models (the MNIST-like MLPs) batch 1 and
@@ -24,6 +28,7 @@ from server.convert.hf import MAX_LENGTH
 from server.convert.sources import Source
 
 MASK_INPUT = "attention_mask"
+ENCODER_INSTANCES = 2
 WARMUP_LENGTH = MAX_LENGTH
 
 
@@ -36,6 +41,8 @@ def add_padding(config: mc.ModelConfig, source: Source) -> None:
     config.parameters[PAD_TO_LONGEST].string_value = MASK_INPUT
     config.parameters[MAX_BATCH_TOKENS].string_value = str(DEFAULT_MAX_BATCH_TOKENS)
     config.parameters[MAX_PADDING_FRACTION].string_value = str(DEFAULT_MAX_PADDING_FRACTION)
+    del config.instance_group[:]
+    config.instance_group.add(count=ENCODER_INSTANCES, kind=mc.ModelInstanceGroup.KIND_AUTO)
 
 
 def add_warmup(config: mc.ModelConfig) -> None:

@@ -35,8 +35,16 @@ def test_a_hugging_face_encoder_pads_and_warms_up_one_row_and_a_budget_full_batc
         assert all(list(i.dims) == [WARMUP_LENGTH] and i.zero_data for i in sample.inputs.values())
 
 
+def test_a_padded_encoder_gets_two_instances_and_an_mlp_one() -> None:
+    encoder = build_config("enc", ENCODER, 64, True)
+    assert [(g.count, g.kind) for g in encoder.instance_group] == [(2, mc.ModelInstanceGroup.KIND_AUTO)]
+    mlp = source("program", [TensorSpec("pixels", torch.float32, (784,))], [TensorSpec("out", torch.float32, (10,))])
+    assert sum(g.count for g in build_config("mlp", mlp, 64, True).instance_group) <= 1
+
+
 def test_without_dynamic_batching_nothing_is_padded() -> None:
-    assert padding_spec(build_config("enc", ENCODER, 64, False)) is None
+    config = build_config("enc", ENCODER, 64, False)
+    assert padding_spec(config) is None and sum(g.count for g in config.instance_group) <= 1
 
 
 def test_an_mlp_warms_up_batch_1_and_max_batch_and_does_not_pad() -> None:
