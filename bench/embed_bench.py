@@ -71,13 +71,15 @@ def harness(sentences: Path, url: str, model: str, concurrency: int, seconds: fl
         return rows
     env = {**os.environ, "CONCURRENCY": str(concurrency), "DURATION": str(seconds), "ROUNDS": str(rounds)}
     done = subprocess.run(["bash", str(HARNESS), str(sentences), url, model], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"the embed-reference harness failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     rows = []
     for line in done.stdout.splitlines():
         server, _, document = line.partition(" ")
         if document.strip().startswith("{"):
             rows.append({"server": "twofour" if server == "ours" else server, **json.loads(document)})
+    # The harness's EXIT trap ends with `wait` on the Infinity it killed, so a complete run can exit 143 (SIGTERM's
+    # status): what counts is that every round of both servers printed its line.
+    if len(rows) != 2 * rounds or done.returncode not in (0, 143):
+        raise SystemExit(f"the embed-reference harness failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return rows
 
 
