@@ -41,6 +41,7 @@ RECIPES: dict[str, tuple[str, RecoverOptions | None, int]] = {  # name: (method,
     "recover-noaug": ("sparsegpt", replace(DEFAULT, augment=0), 0),
     "recover": ("sparsegpt", DEFAULT, 0),
     "recover+final": ("sparsegpt", replace(DEFAULT, final_steps=60), 0),
+    "recover-bf16": ("sparsegpt", replace(DEFAULT, bf16=True), 0),  # --recover --recover-bf16
     "recover+keep2": ("sparsegpt", DEFAULT, 2),
     "recover+keep4": ("sparsegpt", DEFAULT, 4),
 }

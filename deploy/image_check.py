@@ -12,6 +12,7 @@ Usage: python deploy/image_check.py IMAGE      (from the repository root, as roo
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -99,36 +100,55 @@ def check_non_root(container: str) -> str:
     return ", ".join(lines)
 
 
-def reference(pixels: np.ndarray) -> np.ndarray:
-    """The answer of this checkout's CPU runtime on the same model files the image bundles."""
+def served_precision(http_port: int) -> str:
+    """The CPU precision the container chose for the model at load (`cpu_precision: auto` measures it there)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/models/{MODEL}/sparsity", timeout=10) as reply:
+        report = json.loads(reply.read())
+    return str(report["versions"][0]["details"]["cpu_precision"]["chosen"])
+
+
+def reference(pixels: np.ndarray, precision: str) -> np.ndarray:
+    """The answer of this checkout's CPU runtime on the same model files the image bundles, at `precision`."""
     model_dir = ROOT / "model_repo" / MODEL
-    runtime = CpuRuntime(model_dir / "1", read_config(model_dir, MODEL))
+    runtime = CpuRuntime(model_dir / "1", read_config(model_dir, MODEL), precision=precision)
     return runtime.infer({"pixels": torch.from_numpy(pixels)})["output"].numpy()
 
 
-def assert_close(got: np.ndarray, want: np.ndarray, transport: str) -> None:
-    """Equal up to fp32 summation order: the container may use another thread count, hence another GEMM
-    blocking. Each output sums 784 (then hidden-width) products; reordering a K-term fp32 sum moves it by at most
-    ~K * 2**-24 of the sum of the terms' magnitudes, ~5e-5 relative for K = 784, so 1e-4 of the output scale
-    bounds it per layer without hiding a wrong model (whose outputs differ by whole units)."""
+# The part of the output scale two runs of the same program may differ by on another thread count (another GEMM
+# blocking, so another fp32 summation order). fp32: reordering a K-term sum moves it by at most ~K * 2**-24 of the
+# sum of the terms' magnitudes, ~5e-5 relative for K = 784, so 1e-4 bounds it per layer without hiding a wrong
+# model (whose outputs differ by whole units). bf16 rounds every layer's output to 8 bits: a reordered sum that
+# lands on the other side of a rounding boundary moves by one bf16 step (2**-8 relative) and the next layer carries
+# it; 2e-2 allows a few such steps. int8: the same per-call activation scale on the same rows, exact int32 sums, so
+# only a quantisation step flipped by a reordered fp32 input: 2e-2 too.
+TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2, "int8": 2e-2}
+
+
+def assert_close(got: np.ndarray, want: np.ndarray, transport: str, precision: str) -> None:
+    """Equal up to what another GEMM blocking changes at the served precision (TOLERANCE), and the same classes."""
     assert got.dtype == np.float32 and got.shape == want.shape, (transport, got.dtype, got.shape)
     scale = float(np.abs(want).max())
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * scale, err_msg=f"{transport} answer differs")
+    bound = TOLERANCE[precision]
+    np.testing.assert_allclose(got, want, rtol=bound, atol=bound * scale,
+                               err_msg=f"{transport} answer differs ({precision})")
     assert (got.argmax(1) == want.argmax(1)).all(), f"{transport}: another class than the reference"
 
 
-def infer_both(http_port: int, grpc_port: int, pixels: np.ndarray) -> None:
-    want = reference(pixels)
+def infer_both(http_port: int, grpc_port: int, pixels: np.ndarray) -> str:
+    """Both transports' answers against this checkout's at the precision the container serves; returns it."""
+    precision = served_precision(http_port)
+    want = reference(pixels, precision)
     http = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}")
     request = httpclient.InferInput("pixels", list(pixels.shape), "FP32").set_data_from_numpy(pixels)
-    assert_close(http.infer(MODEL, [request]).as_numpy("output"), want, "HTTP")
+    assert_close(http.infer(MODEL, [request]).as_numpy("output"), want, "HTTP", precision)
     grpc = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
     request = grpcclient.InferInput("pixels", list(pixels.shape), "FP32")
     request.set_data_from_numpy(pixels)
     assert grpc.is_server_ready() and grpc.is_model_ready(MODEL)
-    assert_close(grpc.infer(MODEL, [request]).as_numpy("output"), want, "gRPC")
+    assert_close(grpc.infer(MODEL, [request]).as_numpy("output"), want, "gRPC", precision)
     grpc.close()
     http.close()
+    return precision
 
 
 def stop_with_sigterm(container: str) -> tuple[int, float]:
@@ -156,8 +176,9 @@ def main(argv: list[str]) -> int:
             raise SystemExit(f"image-check: no native front process ({processes}):\n{podman('logs', container)}")
         print(f"image-check: processes {processes}")
         pixels = np.random.default_rng(19).random((3, 784), dtype=np.float32)
-        infer_both(ports["HTTP"], ports["GRPC"], pixels)
-        print(f"image-check: {MODEL} over HTTP and gRPC equals this checkout's CPU runtime (3 rows)")
+        precision = infer_both(ports["HTTP"], ports["GRPC"], pixels)
+        print(f"image-check: {MODEL} over HTTP and gRPC equals this checkout's CPU runtime at the precision the "
+              f"container chose ({precision}; 3 rows)")
         code, took = stop_with_sigterm(container)
         if code != 0:
             raise SystemExit(f"image-check: SIGTERM exit status {code}, not 0:\n{podman('logs', container)}")

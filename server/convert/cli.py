@@ -24,6 +24,8 @@ def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     convert.add_argument("--recover-final-steps", type=int, default=RecoverOptions.final_steps,
                          help="whole-model distillation steps after the blocks")
     convert.add_argument("--recover-lr", type=float, default=RecoverOptions.learning_rate, help="distillation LR")
+    convert.add_argument("--recover-bf16", action="store_true",
+                         help="distil under CPU bf16 autocast (faster where the CPU has bf16; fp32 weights and state)")
     convert.add_argument("--augment", type=int, default=RecoverOptions.augment,
                          help="augmented copies of each calibration text (token replacement + span shuffle)")
     convert.add_argument("--keep-dense", type=int, default=0, metavar="K",
@@ -65,7 +67,8 @@ def run_convert(args: argparse.Namespace) -> int:
         evaluation=args.evaluation, skip=args.skip, only=args.only, max_batch_size=args.max_batch_size,
         dynamic_batching=args.dynamic_batching, max_accuracy_drop=args.max_accuracy_drop,
         recover=RecoverOptions(steps=args.recover_steps, final_steps=args.recover_final_steps,
-                               learning_rate=args.recover_lr, augment=args.augment) if args.recover else None,
+                               learning_rate=args.recover_lr, augment=args.augment,
+                               bf16=args.recover_bf16) if args.recover else None,
         show_progress=not args.quiet, keep_dense=args.keep_dense,
         quantize=args.quantize)
     try:

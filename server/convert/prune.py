@@ -120,7 +120,7 @@ class Pruner:
                 run, lambda i, out: relative_mse(out, targets_of[i], masks_of[i]), count,
                 [self.masks[t.weight_name] for t, _, _ in pending], weights,
                 self._others([t for t, _, _ in pending], unit), self.recover.steps, self.recover.learning_rate,
-                f"distilling {name}", self.show_progress)
+                f"distilling {name}", self.show_progress, self.recover.bf16)
         for target, dense, stats in pending:
             final = target.param.detach()
             self.outcome.layers[target.weight_name] = LayerOutcome(
@@ -166,7 +166,7 @@ class Pruner:
             lambda i: forward(self.source, batches[i].inputs), loss_of, len(batches),
             [self.masks[t.weight_name] for t in pruned], [t.param for t in pruned],
             self._others(pruned, self.source.model), self.recover.final_steps, self.recover.final_learning_rate,
-            "distilling the whole model", self.show_progress)
+            "distilling the whole model", self.show_progress, self.recover.bf16)
 
     def _run_blocks(self, batches: list[Batch], token_masks: list[torch.Tensor | None], remaining: list[Target],
                     bar: tqdm) -> list[Target]:

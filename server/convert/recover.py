@@ -16,7 +16,7 @@ timed, so a conversion is deterministic; the calibration set is cycled in file-d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import torch
 from tqdm import tqdm
@@ -35,6 +35,7 @@ class RecoverOptions:
     train_norms: bool = True  # LayerNorm weights/biases of the unit are trainable too
     damp: float = 0.01
     rows_per_solve: int = 64
+    bf16: bool = False  # distillation's forward and backward under CPU bf16 autocast (see `distil`)
 
 
 def refit(dense: torch.Tensor, mask: torch.Tensor, stats: LayerStats, damp: float = 0.01,
@@ -90,13 +91,27 @@ def output_loss(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
 Output = TypeVar("Output")  # what one unit returns: a tensor (a block) or the model's named outputs
 
 
+def _float32(output: Any) -> Any:
+    """A unit's output (a tensor, or a dict of them) with its bf16 tensors back in float32."""
+    if isinstance(output, dict):
+        return {k: _float32(v) for k, v in output.items()}
+    if isinstance(output, torch.Tensor) and output.dtype == torch.bfloat16:
+        return output.float()
+    return output
+
+
 def distil(run: Callable[[int], Output], loss_of: Callable[[int, Output], torch.Tensor], count: int,
            masks: list[torch.Tensor | None],
            weights: list[torch.Tensor], others: list[torch.Tensor], steps: int, learning_rate: float,
-           label: str = "distilling", show_progress: bool = False) -> list[float]:
+           label: str = "distilling", show_progress: bool = False, bf16: bool = False) -> list[float]:
     """`steps` Adam steps on `weights` (kept slots only, per `masks`) and `others` (biases, norms) lowering
     loss_of(i, run(i)), cycling i over the `count` batches; linear LR decay to 0. Returns the loss per pass over
-    the batches (the last pass may be partial)."""
+    the batches (the last pass may be partial).
+
+    `bf16`: run(i) and its backward under torch's CPU autocast (GEMMs in bfloat16, ~1.5x faster per step on an
+    avx512_bf16 CPU: bench/RESULTS.md, session 8), the loss on float32 outputs; weights, gradients' accumulation
+    and Adam's state stay float32, so the masks and the update rule are the same. Opt-in (`--recover-bf16`): the
+    speed depends on the CPU, and the default result stays bit-for-bit what fp32 gives."""
     params = weights + others
     if steps <= 0 or count == 0 or not params:
         return []
@@ -111,7 +126,9 @@ def distil(run: Callable[[int], Output], loss_of: Callable[[int, Output], torch.
             i = step % count
             optimizer.zero_grad(set_to_none=True)
             with torch.enable_grad():
-                loss = loss_of(i, run(i))
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    output = run(i)
+                loss = loss_of(i, _float32(output) if bf16 else output)
                 loss.backward()
             for w, m in zip(weights, masks, strict=True):
                 if m is not None and w.grad is not None:

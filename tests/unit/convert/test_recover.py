@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from server.convert.methods import magnitude, output_error
@@ -24,7 +25,8 @@ def test_refit_is_the_least_squares_solution_on_the_kept_columns() -> None:
         torch.testing.assert_close(fitted[row, kept].double(), solution, rtol=2e-3, atol=2e-3)
 
 
-def test_distil_lowers_the_loss_and_keeps_the_mask() -> None:
+@pytest.mark.parametrize("bf16", [False, True])
+def test_distil_lowers_the_loss_and_keeps_the_mask(bf16: bool) -> None:
     torch.manual_seed(0)
     dense = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(), torch.nn.Linear(64, 64))
     sparse = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(), torch.nn.Linear(64, 64))
@@ -42,12 +44,12 @@ def test_distil_lowers_the_loss_and_keeps_the_mask() -> None:
         targets = [dense(x) for x in inputs]
     losses = distil(lambda i: sparse(inputs[i]), lambda i, out: relative_mse(out, targets[i], None), 8, list(masks),
                     [sparse[0].weight, sparse[2].weight], [sparse[0].bias, sparse[2].bias], steps=40,
-                    learning_rate=1e-3)
+                    learning_rate=1e-3, bf16=bf16)
     assert len(losses) == 5 and losses[-1] < 0.8 * losses[0]
     for layer, mask in zip((sparse[0], sparse[2]), masks, strict=True):
         assert not bool(layer.weight[~mask].ne(0).any()) and is_2_4(layer.weight)
         assert not bool(torch.signbit(layer.weight[~mask]).any())
-        assert not layer.weight.requires_grad
+        assert not layer.weight.requires_grad and layer.weight.dtype == torch.float32
 
 
 def test_relative_mse_ignores_padding_rows() -> None:
