@@ -42,6 +42,9 @@ RECIPES: dict[str, tuple[str, RecoverOptions | None, int]] = {  # name: (method,
     "recover": ("sparsegpt", DEFAULT, 0),
     "recover+final": ("sparsegpt", replace(DEFAULT, final_steps=60), 0),
     "recover-bf16": ("sparsegpt", replace(DEFAULT, bf16=True), 0),  # --recover --recover-bf16
+    "recover-long": ("sparsegpt", replace(DEFAULT, steps=600, augment=2, bf16=True), 0),
+    "recover-long-fp32": ("sparsegpt", replace(DEFAULT, steps=600, augment=2), 0),
+    "recover-long+keep2": ("sparsegpt", replace(DEFAULT, steps=600, augment=2, bf16=True), 2),
     "recover+keep2": ("sparsegpt", DEFAULT, 2),
     "recover+keep4": ("sparsegpt", DEFAULT, 4),
 }
