@@ -69,4 +69,4 @@ class Fp32Gemm:
 
 SMALL_MLP = Fp32Gemm(k=32, depth=2)  # tests.support.models.SmallMLP: 16 -> 32 -> 4
 SLOW = Fp32Gemm(k=1024, depth=64)  # tests.support.models.Slow: 64 x tanh(x @ W[1024, 1024])
-MNIST_MLP = Fp32Gemm(k=784, depth=3)  # model_repo/mnist_mlp: 784 -> 256 -> 128 -> 10
+MNIST_MLP = Fp32Gemm(k=784, depth=3)  # model_repo/mnist_mlp: 784 -> 512 -> 512 -> 10
