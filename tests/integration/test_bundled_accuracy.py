@@ -48,4 +48,3 @@ def test_bundled_mnist_loses_at_most_0_3_points_against_its_dense_mlp() -> None:
     assert abs(report["dense_accuracy"] - dense) <= dense_ties + 1e-9, (report["dense_accuracy"], dense, dense_ties)
     assert abs(report["accuracy"] - served) <= served_ties + 1e-9, (report["accuracy"], served, served_ties)
     assert dense - served <= 0.3, (dense, served)
-
