@@ -1,12 +1,14 @@
 """Write English sentence files from text that ships with Python and installed pip packages (no downloads).
 
-Four files, from three disjoint sources, so agreement can be measured away from the calibration text:
+Five files, from four disjoint sources, so agreement can be measured away from the calibration text:
 - calibration.txt + heldout.txt: docstrings of Python standard-library modules (the calibration source; heldout.txt
   is the in-distribution check, disjoint sentences from the same source).
 - ood_selection.txt: prose of the Python language reference (`pydoc_data.topics`, shipped with the stdlib). The
   out-of-distribution set recipes are chosen on.
 - ood_verify.txt: scikit-learn's dataset descriptions (sklearn/datasets/descr/*.rst) and the long descriptions
   (METADATA) of a fixed list of installed packages. Nobody tunes on it: it verifies the chosen recipe.
+- ood_fresh.txt: the license files of every installed distribution (legal English, unlike code docs). Added in
+  session 10 after ood-verify had been looked at while comparing recipes: a set that no recipe choice has seen.
 Sentences are cleaned, deduplicated (also across files), filtered to 6..60 words and shuffled with a fixed seed.
 Run from the repository root: `python bench/data/make_sentences.py`.
 """
@@ -27,7 +29,7 @@ STDLIB = ["argparse", "asyncio", "collections", "csv", "datetime", "decimal", "e
           "typing", "unittest", "urllib.request", "uuid", "zipfile", "calendar", "difflib", "sqlite3", "enum"]
 PACKAGES = ["requests", "rich", "click", "httpx", "pydantic", "fastapi", "uvicorn", "jinja2", "attrs", "hypothesis",
             "tqdm", "packaging", "pyparsing", "networkx", "sympy", "pandas", "matplotlib", "scipy", "joblib"]
-CALIBRATION, HELD_OUT, SELECTION, VERIFY = 1024, 256, 320, 320
+CALIBRATION, HELD_OUT, SELECTION, VERIFY, FRESH = 1024, 256, 320, 320, 320
 
 
 def stdlib_docstrings() -> list[str]:
@@ -57,6 +59,19 @@ def dataset_descriptions_and_readmes() -> list[str]:
             found.append(importlib.metadata.metadata(name).get_payload() or "")  # type: ignore[attr-defined]
         except importlib.metadata.PackageNotFoundError:
             continue
+    return found
+
+
+def license_texts() -> list[str]:
+    found = []
+    for dist in sorted(importlib.metadata.distributions(), key=lambda d: d.metadata["Name"].lower()):
+        for file in dist.files or []:
+            base = str(file).rsplit("/", 1)[-1].lower()
+            if "license" in base or "copying" in base:
+                try:
+                    found.append(file.read_text(encoding="utf-8"))
+                except (OSError, UnicodeDecodeError):
+                    continue
     return found
 
 
@@ -92,6 +107,7 @@ def main() -> None:
     write("calibration.txt", stdlib[HELD_OUT:HELD_OUT + CALIBRATION])
     write("ood_selection.txt", unique_shuffled(language_reference(), taken)[:SELECTION])
     write("ood_verify.txt", unique_shuffled(dataset_descriptions_and_readmes(), taken)[:VERIFY])
+    write("ood_fresh.txt", unique_shuffled(license_texts(), taken)[:FRESH])
 
 
 if __name__ == "__main__":

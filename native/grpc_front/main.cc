@@ -38,7 +38,8 @@ int Fail(const std::string& message) {
   return 1;
 }
 
-// --name value or --name=value; every option is required but --grace-secs and the --http-* ones (HttpArgs).
+// --name value or --name=value; every option is required but --grace-secs, --relay-connect-secs and the --http-*
+// ones (HttpArgs).
 bool ParseArgs(int argc, char** argv, std::map<std::string, std::string>* args, std::string* error) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -91,6 +92,8 @@ int main(int argc, char** argv) {
   if (!ParseArgs(argc, argv, &args, &error)) return Fail(error);
   const int message_limit = std::atoi(args["max-message-bytes"].c_str());
   const double grace = args.count("grace-secs") ? std::atof(args["grace-secs"].c_str()) : 1.0;
+  const double relay_connect =
+      args.count("relay-connect-secs") ? std::atof(args["relay-connect-secs"].c_str()) : 10.0;
 
   // Before any thread exists, so that every gRPC thread inherits the mask and only sigtimedwait sees these.
   sigset_t signals;
@@ -106,6 +109,12 @@ int main(int argc, char** argv) {
   relay_args.SetMaxSendMessageSize(message_limit);
   auto relay_channel = grpc::CreateCustomChannel("unix:" + args["relay-socket"],
                                                  grpc::InsecureChannelCredentials(), relay_args);
+  // Connected before the port is reported (as grpc_front.py): a client's first relayed call never meets the relay's
+  // first connection, and a relay that cannot be reached fails the start rather than that call.
+  if (!relay_channel->WaitForConnected(std::chrono::system_clock::now() +
+                                       std::chrono::milliseconds(static_cast<long>(relay_connect * 1000)))) {
+    return Fail("cannot reach the server's gRPC socket " + args["relay-socket"]);
+  }
   twofour::FastLink link(args["fast-socket"], static_cast<uint32_t>(message_limit) + 1024);
   twofour::FrontService service(&link, relay_channel);
 

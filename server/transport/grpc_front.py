@@ -182,6 +182,13 @@ async def serve(args: argparse.Namespace) -> int:
                ("grpc.max_concurrent_streams", args.max_concurrent_streams),
                ("grpc.so_reuseport", 0)]
     channel = grpc.aio.insecure_channel(f"unix:{args.relay_socket}", options=options[:2])
+    try:  # connected before the port is reported: a client's first relayed call never waits on (or meets) the
+        # relay's first connection, and a relay that cannot be reached fails the start instead of that call
+        await asyncio.wait_for(channel.channel_ready(), args.relay_connect_secs)
+    except TimeoutError:
+        print(json.dumps({"error": f"cannot reach the server's gRPC socket {args.relay_socket}"}), flush=True)
+        await channel.close()
+        return 1
     fast = FastClient(args.fast_socket, args.max_message_bytes + 1024)
     server = grpc.aio.server(options=options)
     server.add_generic_rpc_handlers((FrontHandler(fast, Relay(channel)),))
@@ -220,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-message-bytes", type=int, required=True)
     parser.add_argument("--max-concurrent-streams", type=int, required=True)
     parser.add_argument("--grace-secs", type=float, default=1.0)
+    parser.add_argument("--relay-connect-secs", type=float, default=10.0,
+                        help="how long to wait for the relay socket's connection before failing the start")
     return asyncio.run(serve(parser.parse_args(argv)))
 
 

@@ -7,9 +7,11 @@ missing binary is a failure: `make test` builds it, so CI must never silently te
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -24,7 +26,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.transport.grpc_front_command import NATIVE_NAME, native_binary
+from server.transport.grpc_front_command import NATIVE_NAME, front_command, native_binary
 from tests.support.models import write_model
 from tests.support.numerics import SMALL_MLP
 from tests.support.server import ServerProcess, free_port
@@ -168,6 +170,22 @@ def test_a_taken_grpc_port_fails_the_start(model_repository: tuple[Path, dict[st
                           env={"TMPDIR": str(tmp_path)})
         assert "server exited with 1" in str(failed.value)
     assert not list(tmp_path.glob("twofour-grpc-*")), "a failed start must not leave its socket directory"
+
+
+def test_a_front_that_cannot_reach_the_server_fails_its_start_and_never_reports_a_port(tmp_path: Path,
+                                                                                       front: str) -> None:
+    """The front connects its relay channel before it reports the port: the first relayed call of a client never
+    meets the relay's first connection (issue 19: one CI run's first RPC after readiness got UNAVAILABLE)."""
+    command, _ = front_command(front)
+    nobody = tmp_path / "nobody.sock"
+    result = subprocess.run(
+        [*command, "--address", "127.0.0.1:0", "--fast-socket", str(tmp_path / "infer.sock"), "--relay-socket",
+         str(nobody), "--max-message-bytes", "65536", "--max-concurrent-streams", "8", "--relay-connect-secs", "0.5"],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 1, result
+    said = json.loads(result.stdout.splitlines()[0])
+    assert "port" not in said and "cannot reach the server's gRPC socket" in said["error"], said
+    assert str(nobody) in said["error"]
 
 
 def test_native_without_its_binary_fails_the_start_saying_what_to_do(
