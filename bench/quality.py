@@ -5,7 +5,10 @@ between dense and 2:4 sentence embeddings of the model as written (each row is o
 temporary repository, then the written files are run on every set), on three sets (bench/data/make_sentences.py):
 - in-dist: heldout.txt, other stdlib docstrings (same source as calibration: overstates);
 - ood-select: ood_selection.txt, the Python language reference (recipes were chosen on it);
-- ood-verify: ood_verify.txt, scikit-learn dataset descriptions + package READMEs (nobody tuned on it).
+- ood-verify: ood_verify.txt, scikit-learn dataset descriptions + package READMEs (not tuned on until session 10,
+  when recipe comparisons looked at it);
+- ood-fresh: ood_fresh.txt, license texts of the installed distributions (added in session 10: no recipe choice
+  has seen it).
 Mean and 5th percentile per set; seconds = wall time of the conversion alone (shared machine: see RESULTS.md).
 
     python bench/quality.py [--calibration-samples 256] [--recipes sparsegpt recover recover+keep2]
@@ -30,23 +33,27 @@ from server.convert.sources import load_source  # noqa: E402
 from server.repository import read_config  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
-SETS = {"in-dist": "heldout.txt", "ood-select": "ood_selection.txt", "ood-verify": "ood_verify.txt"}
+SETS = {"in-dist": "heldout.txt", "ood-select": "ood_selection.txt", "ood-verify": "ood_verify.txt",
+        "ood-fresh": "ood_fresh.txt"}
 DEFAULT = RecoverOptions()
+S9 = replace(DEFAULT, learning_rate=2e-4, augment=1)  # the default until session 10; older rows are built on it
 RECIPES: dict[str, tuple[str, RecoverOptions | None, int]] = {  # name: (method, recovery, --keep-dense)
     "magnitude": ("magnitude", None, 0),
     "wanda": ("wanda", None, 0),
     "sparsegpt": ("sparsegpt", None, 0),
     # what --recover did before issue 17: refit + 4 epochs (64 steps) per block, weights/biases only, no augmentation
     "recover-v0": ("sparsegpt", RecoverOptions(steps=64, learning_rate=1e-4, augment=0, train_norms=False), 0),
-    "recover-noaug": ("sparsegpt", replace(DEFAULT, augment=0), 0),
+    "recover-noaug": ("sparsegpt", replace(S9, augment=0), 0),
     "recover": ("sparsegpt", DEFAULT, 0),
-    "recover+final": ("sparsegpt", replace(DEFAULT, final_steps=60), 0),
-    "recover-bf16": ("sparsegpt", replace(DEFAULT, bf16=True), 0),  # --recover --recover-bf16
-    "recover-long": ("sparsegpt", replace(DEFAULT, steps=600, augment=2, bf16=True), 0),
-    "recover-long-fp32": ("sparsegpt", replace(DEFAULT, steps=600, augment=2), 0),
-    "recover-long+keep2": ("sparsegpt", replace(DEFAULT, steps=600, augment=2, bf16=True), 2),
-    "recover+keep2": ("sparsegpt", DEFAULT, 2),
-    "recover+keep4": ("sparsegpt", DEFAULT, 4),
+    "recover-s9": ("sparsegpt", S9, 0),
+    "recover+final": ("sparsegpt", replace(S9, final_steps=60), 0),
+    "recover-bf16": ("sparsegpt", replace(S9, bf16=True), 0),  # --recover --recover-bf16
+    "recover-long": ("sparsegpt", replace(S9, steps=600, augment=2, bf16=True), 0),
+    "recover-long-fp32": ("sparsegpt", replace(S9, steps=600, augment=2), 0),
+    "recover-long+keep2": ("sparsegpt", replace(S9, steps=600, augment=2, bf16=True), 2),
+    "recover+keep2": ("sparsegpt", S9, 2),
+    "recover+keep4": ("sparsegpt", S9, 4),
+    "recover-now+keep2": ("sparsegpt", DEFAULT, 2),
 }
 
 
