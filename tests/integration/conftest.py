@@ -34,13 +34,18 @@ def modules(model_repository: tuple[Path, dict[str, torch.nn.Module]]) -> dict[s
 
 @pytest.fixture(scope="session")
 def mnist_case(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A dense MNIST MLP trained once (the bundled recipe, 6 epochs), exported, with its calibration and
-    evaluation files: {"work" (holds mlp.pt2), "model", "test_x", "test_y", "calibration", "evaluation"}."""
+    """The bundled model's stored dense MNIST MLP, exported, with its calibration and evaluation files:
+    {"work" (holds mlp.pt2), "model", "test_x", "test_y", "calibration", "evaluation"}.
+
+    Stored, not retrained: seeded training is reproducible only on one instruction set, so each CPU trained a
+    different MLP, and a quality bound held for some of them and not others (issue 19: an AVX-512 machine's
+    MLP lost 0.6 points where the AVX2 one had lost none). One fixed model makes the bound a property of the
+    conversion, whose only CPU dependence left is fp32 rounding."""
     from server.convert import bundled
 
     work = tmp_path_factory.mktemp("mnist")
-    train_x, train_y, test_x, test_y = bundled.mnist()
-    model = bundled.train(train_x, train_y, epochs=6)
+    _, _, test_x, test_y = bundled.mnist()
+    model = bundled.load_dense_reference(Path(__file__).resolve().parents[2] / "model_repo" / "mnist_mlp")
     bundled.export(model, work / "mlp.pt2")
     calibration, evaluation = bundled.write_data(work)
     return {"work": work, "model": model, "test_x": test_x, "test_y": test_y, "calibration": calibration,

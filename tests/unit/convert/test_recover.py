@@ -22,7 +22,15 @@ def test_refit_is_the_least_squares_solution_on_the_kept_columns() -> None:
     for row in range(3):
         kept = pruned.mask[row].nonzero().squeeze(1)
         solution = torch.linalg.lstsq(x[:, kept], x @ weight[row].double()).solution
-        torch.testing.assert_close(fitted[row, kept].double(), solution, rtol=2e-3, atol=2e-3)
+        # refit solves the normal equations from the float32 Hessian; the worst-case forward error of that,
+        # cond(H_KK) * n * eps32, is ~10-50 relative here (cond ~1e5), so no rounding bound can be tight. The test
+        # checks separation instead: norm-wise within 5 % of the float64 least-squares weights, a tenth of the
+        # nearest wrong answer (magnitude's kept weights are >= 50 % off), while rounding gives ~5e-4 on any CPU
+        # seen (an element-wise 2e-3 tolerance failed on one CPU's rounding: issue 19).
+        error = float((fitted[row, kept].double() - solution).norm() / solution.norm())
+        assert error <= 0.05, (row, error)
+        wrong = float((pruned.weight[row, kept].double() - solution).norm() / solution.norm())
+        assert wrong >= 0.5, "the test data must tell the least-squares weights from magnitude's"
 
 
 @pytest.mark.parametrize("bf16", [False, True])
