@@ -113,6 +113,11 @@ void RelayCall::UpstreamRead(bool ok) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   if (ok) {
     writing_ = true;
+    // Held until OnWriteDone has started the next read: that reaction is our client's, not the upstream's, and
+    // gRPC lets an operation start outside the stream's own reactions only under a hold. Without it the upstream
+    // could complete (its call object freed) between this read and that StartRead: the front aborted with "pure
+    // virtual method called" on a client's first relayed call in CI (issue 19).
+    upstream_.AddHold();
     StartWrite(&from_server_);
   } else {
     EndWritesLocked();  // the upstream sent its status: let it finish even if our client never half-closes
@@ -122,13 +127,16 @@ void RelayCall::UpstreamRead(bool ok) {
 void RelayCall::OnWriteDone(bool ok) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   writing_ = false;
-  if (upstream_done_) {
-    Finish(status_);  // deferred: the status arrived while this write was in flight
-  } else if (ok) {
+  if (upstream_done_) {  // unreachable while UpstreamRead's hold stands; kept so a status is never lost
+    Finish(status_);
+    return;
+  }
+  if (ok) {
     upstream_.StartRead(&from_server_);
   } else {
     upstream_context_.TryCancel();  // our client is gone
   }
+  upstream_.RemoveHold();  // UpstreamRead's: the upstream may finish now (UpstreamDone takes it from here)
 }
 
 void RelayCall::UpstreamDone(const grpc::Status& status) {
